@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "veil",
+    products: [
+        .executable(name: "veil", targets: ["veil"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C glue: epoll, accept4, eventfd, timerfd and signalfd are not exposed by Glibc's module map.
+        .target(name: "CSystem"),
+        // libcurl (multi-socket API) with typed wrappers around its variadic setters.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev", "libnghttp2-dev"])]),
+        // OpenSSL's libcrypto (already linked by libcurl): SHA-256 and constant-time comparison.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // The system SQLite, used through a thin wrapper in Store.
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+
+        // Sans-I/O HTTP/1.1: request parser, response serialiser. No sockets, no Foundation.
+        .target(name: "HTTPWire"),
+        // The event loop: epoll, timers, cross-thread wake-ups, non-blocking sockets.
+        .target(name: "Reactor", dependencies: ["CSystem"]),
+        // HTTP/1.1 connections on the reactor: parser in, responses out, back-pressure.
+        .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
+        // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
+        .target(name: "Upstream", dependencies: ["Reactor", "CCurl"]),
+        // Embedded store (SQLite, WAL) behind small protocols.
+        .target(name: "Store", dependencies: ["CSQLite"]),
+        // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
+        .target(name: "Translation"),
+        // Routes, auth, policy, and the translation between Veil's schema and the upstream's.
+        .target(name: "Gateway", dependencies: [
+            "HTTPServer", "HTTPWire", "Reactor", "Upstream", "Store",
+            "CCrypto", "Translation",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The stand-in upstream: every quirk of the reseller, on loopback (`veil serve --sandbox`, tests).
+        .target(name: "Sandbox", dependencies: ["HTTPServer", "HTTPWire", "Reactor", "Translation"]),
+        .executableTarget(name: "veil", dependencies: [
+            "Gateway", "Sandbox", "Reactor", "HTTPServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+        .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store"]),
+    ]
+)

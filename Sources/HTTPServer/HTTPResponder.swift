@@ -1,0 +1,132 @@
+import HTTPWire
+import Reactor
+
+/// The response side of one request. Owned by the connection's loop; every call must come from it.
+/// Calls made after the response ended or the client left are ignored, so producers (upstream
+/// transfers, timers) never write into a connection that has moved on to another request.
+public final class HTTPResponder {
+    unowned let connection: HTTPConnection
+    let generation: Int
+    let isHead: Bool
+    let requestKeepAlive: Bool
+    let versionMinor: Int
+    var headSent = false
+    var chunked = false
+    var ended = false
+    /// Called once if the client disconnects (or the connection fails) before `end()`.
+    public var onClose: (() -> Void)?
+    /// Called when queued bytes fall under the low-water mark after `isWritable` was false.
+    public var onWritable: (() -> Void)?
+    /// Set once a producer was told to slow down; cleared when `onWritable` fires.
+    var wantsWritable = false
+
+    init(connection: HTTPConnection, generation: Int, head: HTTPRequestHead) {
+        self.connection = connection
+        self.generation = generation
+        self.isHead = head.method == "HEAD"
+        self.requestKeepAlive = head.keepAlive
+        self.versionMinor = head.versionMinor
+    }
+
+    var isCurrent: Bool { !ended && connection.generation == generation && !connection.closed }
+
+    /// The client is still there and this response is still open.
+    public var isOpen: Bool { isCurrent }
+    public var hasSentHead: Bool { headSent }
+
+    /// Bytes queued for the client and not yet accepted by the kernel.
+    public var bufferedBytes: Int { connection.pendingWriteBytes }
+
+    /// False when the client is slow: the producer should pause and wait for `onWritable`.
+    public var isWritable: Bool {
+        let ok = connection.pendingWriteBytes < connection.server.config.writeHighWaterBytes
+        if !ok { wantsWritable = true }
+        return ok
+    }
+
+    /// Sends the status line and headers. Without `content-length`, HTTP/1.1 responses use chunked
+    /// transfer coding (HTTP/1.0 ones end with the connection). Hop-by-hop framing is Veil's own.
+    public func sendHead(_ head: HTTPResponseHead) {
+        guard isCurrent, !headSent else { return }
+        headSent = true
+        var h = head
+        h.headers.remove("transfer-encoding")
+        h.headers.remove("connection")
+        h.headers.remove("keep-alive")
+        let bodyless = isHead || head.status == 204 || head.status == 304 || (100...199).contains(head.status)
+        if !h.headers.contains("content-length") && !bodyless {
+            if versionMinor >= 1 { chunked = true; h.headers.add("transfer-encoding", "chunked") }
+            else { connection.closeAfterResponse = true }
+        }
+        if !requestKeepAlive || connection.server.isDraining { connection.closeAfterResponse = true }
+        if connection.closeAfterResponse { h.headers.add("connection", "close") }
+        if !h.headers.contains("date") { h.headers.add("date", connection.server.httpDate(connection.loop.now)) }
+        connection.queue { HTTPResponseWriter.head(h, into: &$0) }
+    }
+
+    /// Sends body bytes (framed as a chunk when chunked). Flushed to the socket at once.
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        guard isCurrent, headSent, !isHead, bytes.count > 0 else { return }
+        if chunked {
+            connection.queue { HTTPResponseWriter.chunk(bytes, into: &$0) }
+        } else {
+            connection.queue { $0.append(contentsOf: bytes) }
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    /// Ends the response. The connection then serves the next request or closes.
+    public func end() {
+        guard isCurrent else { return }
+        if !headSent { sendHead(HTTPResponseHead(status: 200, headers: ["content-length": "0"])) }
+        if chunked && !isHead { connection.queue { $0.append(contentsOf: HTTPResponseWriter.lastChunk) } }
+        ended = true
+        onClose = nil
+        onWritable = nil
+        connection.responseEnded()
+    }
+
+    /// Ends a response whose head is already out without a proper ending (the producer failed
+    /// mid-body): the connection is closed so the client sees a truncated message, never a
+    /// complete-looking one.
+    public func abort() {
+        guard isCurrent else { return }
+        ended = true
+        onClose = nil
+        onWritable = nil
+        connection.closeAfterResponse = true
+        connection.abortResponse()
+    }
+
+    /// Convenience: a whole response with a body.
+    public func respond(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]) {
+        var h = headers
+        h.replace("content-length", String(body.count))
+        sendHead(HTTPResponseHead(status: status, headers: h))
+        write(body)
+        end()
+    }
+
+    /// Marks the connection to close once this response is done.
+    public func closeConnectionAfterResponse() {
+        connection.closeAfterResponse = true
+    }
+
+    func clientGone() {
+        guard !ended else { return }
+        ended = true
+        let cb = onClose
+        onClose = nil
+        onWritable = nil
+        cb?()
+    }
+
+    func drained() {
+        guard wantsWritable, isCurrent else { return }
+        wantsWritable = false
+        onWritable?()
+    }
+}

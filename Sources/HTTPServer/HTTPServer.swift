@@ -1,0 +1,126 @@
+import CSystem
+import Glibc
+import HTTPWire
+import Reactor
+import Synchronization
+
+/// The HTTP/1.1 server: N event loops, each with its own SO_REUSEPORT listener and connections.
+/// The kernel spreads accepts across the listeners; a connection never changes loops.
+public final class HTTPServer: @unchecked Sendable {
+    public let config: ServerConfig
+    public let handler: HTTPHandler
+    public private(set) var workers: [Worker] = []
+    public private(set) var port: UInt16 = 0
+    private let draining = Atomic<Bool>(false)
+    // Gauges and counters read by /metrics.
+    public let openConnections = Counter()
+    public let bytesIn = Counter()
+    public let bytesOut = Counter()
+    public let timeouts = Counter()
+    public let refusedOverCapacity = Counter()
+
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// Binds the listeners on `loops` (one worker per loop). With port 0 the first listener picks
+    /// an ephemeral port and the others join it.
+    public init(config: ServerConfig, handler: HTTPHandler, loops: [EventLoop]) throws {
+        self.config = config
+        self.handler = handler
+        var port = config.port
+        for loop in loops {
+            let fd = try Socket.listen(host: config.host, port: port)
+            if port == 0 { port = Socket.localPort(fd) }
+            workers.append(Worker(server: self, loop: loop, listenFD: fd))
+        }
+        self.port = port
+    }
+
+    /// Registers the listeners with their loops (thread-safe: runs on each loop).
+    public func start() {
+        for w in workers { w.loop.execute { w.startListening() } }
+    }
+
+    /// Graceful shutdown, step one: stop accepting, close idle connections; connections with a
+    /// response in progress finish it and close.
+    public func beginDrain() {
+        draining.store(true, ordering: .relaxed)
+        for w in workers { w.loop.execute { w.drain() } }
+    }
+
+    private let dateCache = Mutex<(UInt64, String)>((0, ""))
+
+    /// IMF-fixdate for the `date` header, recomputed at most once a second.
+    func httpDate(_ nowMillis: UInt64) -> String {
+        let sec = nowMillis / 1000
+        if let cached = dateCache.withLock({ $0.0 == sec ? $0.1 : nil }) { return cached }
+        var t = time(nil)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        var buf = [CChar](repeating: 0, count: 64)
+        let n = strftime(&buf, buf.count, "%a, %d %b %Y %H:%M:%S GMT", &tmv)
+        let s = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        dateCache.withLock { $0 = (sec, s) }
+        return s
+    }
+
+    /// A loop's share of the server: its listener and its connections.
+    public final class Worker: IOHandler, @unchecked Sendable {
+        unowned let server: HTTPServer
+        public let loop: EventLoop
+        var listenFD: Int32
+        var connections: [ObjectIdentifier: HTTPConnection] = [:]
+        /// Per-loop read scratch: a connection copies out only what it read.
+        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+
+        init(server: HTTPServer, loop: EventLoop, listenFD: Int32) {
+            self.server = server; self.loop = loop; self.listenFD = listenFD
+        }
+
+        public var connectionCount: Int { connections.count }
+
+        func startListening() {
+            loop.watch(listenFD, [.readable], self)
+        }
+
+        public func ioReady(_ events: IOEvents) {
+            // Accept a bounded batch per wake-up to stay fair to existing connections.
+            for _ in 0..<64 {
+                guard listenFD >= 0, let (fd, peer) = Socket.accept(listenFD) else { return }
+                let perLoop = max(1, server.config.maxConnections / max(1, server.workers.count))
+                if connections.count >= perLoop {
+                    server.refusedOverCapacity.add(1)
+                    refuseOverCapacity(fd)
+                    continue
+                }
+                let c = HTTPConnection(fd: fd, peer: peer, server: server, worker: self)
+                connections[ObjectIdentifier(c)] = c
+                server.openConnections.add(1)
+                c.start()
+            }
+        }
+
+        private func refuseOverCapacity(_ fd: Int32) {
+            let (ct, b) = server.config.errorBody(503, "too many connections")
+            var h = HTTPResponseHead(status: 503, headers: ["content-type": ct, "content-length": String(b.count), "connection": "close", "retry-after": "1"])
+            h.headers.add("date", server.httpDate(loop.now))
+            var out: [UInt8] = []
+            HTTPResponseWriter.head(h, into: &out)
+            out.append(contentsOf: b)
+            _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            Glibc.close(fd)
+        }
+
+        func connectionClosed(_ c: HTTPConnection) {
+            if connections.removeValue(forKey: ObjectIdentifier(c)) != nil { server.openConnections.sub(1) }
+        }
+
+        func drain() {
+            if listenFD >= 0 {
+                loop.unwatch(listenFD)
+                Glibc.close(listenFD)
+                listenFD = -1
+            }
+            for c in Array(connections.values) { c.drainIfIdle() }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+/// One header field as received or to be sent. Names keep their original case; lookups ignore it.
+public struct HTTPField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) { self.name = name; self.value = value }
+}
+
+/// An ordered list of header fields with case-insensitive lookup (RFC 9110 §5.1).
+public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionaryLiteral {
+    public var fields: [HTTPField]
+
+    public init(_ fields: [HTTPField] = []) { self.fields = fields }
+    public init(dictionaryLiteral elements: (String, String)...) {
+        fields = elements.map { HTTPField(name: $0.0, value: $0.1) }
+    }
+
+    public func makeIterator() -> IndexingIterator<[HTTPField]> { fields.makeIterator() }
+    public var count: Int { fields.count }
+
+    /// The first value of `name`, or nil.
+    public subscript(_ name: String) -> String? {
+        for f in fields where asciiCaseInsensitiveEquals(f.name, name) { return f.value }
+        return nil
+    }
+
+    public func values(_ name: String) -> [String] {
+        fields.filter { asciiCaseInsensitiveEquals($0.name, name) }.map(\.value)
+    }
+
+    public func contains(_ name: String) -> Bool { self[name] != nil }
+
+    public mutating func add(_ name: String, _ value: String) {
+        fields.append(HTTPField(name: name, value: value))
+    }
+
+    public mutating func remove(_ name: String) {
+        fields.removeAll { asciiCaseInsensitiveEquals($0.name, name) }
+    }
+
+    /// Removes every `name` field and adds one with `value`.
+    public mutating func replace(_ name: String, _ value: String) {
+        remove(name)
+        add(name, value)
+    }
+}
+
+@inline(__always)
+public func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
+    var ia = a.utf8.makeIterator()
+    var ib = b.utf8.makeIterator()
+    while true {
+        switch (ia.next(), ib.next()) {
+        case (nil, nil): return true
+        case let (x?, y?):
+            if x != y && asciiLower(x) != asciiLower(y) { return false }
+        default: return false
+        }
+    }
+}
+
+@inline(__always)
+public func asciiLower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 90) ? c | 0x20 : c }
+
+/// A parsed request line and header section.
+public struct HTTPRequestHead: Sendable, Equatable {
+    public var method: String
+    /// The request target in origin-form (`/path?query`), absolute-form already reduced to it.
+    public var target: String
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    public var versionMinor: Int
+    public var headers: HTTPHeaders
+
+    public init(method: String, target: String, versionMinor: Int = 1, headers: HTTPHeaders = HTTPHeaders()) {
+        self.method = method; self.target = target; self.versionMinor = versionMinor; self.headers = headers
+    }
+
+    /// The target's path, without the query.
+    public var path: Substring {
+        if let q = target.firstIndex(of: "?") { return target[..<q] }
+        return target[...]
+    }
+
+    /// The raw query string (after `?`), or nil.
+    public var query: Substring? {
+        guard let q = target.firstIndex(of: "?") else { return nil }
+        return target[target.index(after: q)...]
+    }
+
+    /// Whether the connection may stay open after this exchange (RFC 9112 §9.3).
+    public var keepAlive: Bool {
+        let tokens = headers.values("connection").flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingASCIISpaces().lowercased() }
+        if tokens.contains("close") { return false }
+        if versionMinor >= 1 { return true }
+        return tokens.contains("keep-alive")
+    }
+
+    /// `Expect: 100-continue` was sent (RFC 9110 §10.1.1).
+    public var expectsContinue: Bool {
+        guard let e = headers["expect"] else { return false }
+        return e.trimmingASCIISpaces().lowercased() == "100-continue"
+    }
+}
+
+extension StringProtocol {
+    /// Trims spaces and horizontal tabs (optional whitespace, RFC 9110 §5.6.3).
+    public func trimmingASCIISpaces() -> String {
+        let u = Array(self.utf8)
+        var s = 0, e = u.count
+        while s < e, u[s] == 0x20 || u[s] == 0x09 { s += 1 }
+        while e > s, u[e - 1] == 0x20 || u[e - 1] == 0x09 { e -= 1 }
+        return String(decoding: u[s..<e], as: UTF8.self)
+    }
+}
+
+/// A response status line and header section.
+public struct HTTPResponseHead: Sendable, Equatable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders()) {
+        self.status = status; self.headers = headers
+    }
+}
+
+/// Limits the parser enforces; every one has a documented default (config `limits:`).
+public struct HTTPLimits: Sendable, Equatable {
+    /// Longest request line, CRLF excluded → 414 past it.
+    public var maxRequestLineBytes: Int = 8 * 1024
+    /// Largest header section (all field lines, CRLFs included) → 431.
+    public var maxHeaderBytes: Int = 32 * 1024
+    /// Most header fields → 431.
+    public var maxHeaderCount: Int = 100
+    /// Largest request body (Content-Length or the sum of chunks) → 413.
+    public var maxBodyBytes: Int = 32 * 1024 * 1024
+    /// Longest chunk-size line, extensions included → 400.
+    public var maxChunkLineBytes: Int = 1024
+    /// Largest trailer section → 431.
+    public var maxTrailerBytes: Int = 8 * 1024
+    public init() {}
+}
+
+/// A request Veil refuses while parsing. The connection is always closed after the error response:
+/// once framing is in doubt, nothing that follows on the connection can be trusted (RFC 9112 §11).
+public struct HTTPError: Error, Sendable, Equatable {
+    public var status: Int
+    public var message: String
+    public init(_ status: Int, _ message: String) { self.status = status; self.message = message }
+}
+
+/// What the parser found in the bytes it was given.
+public enum HTTPParserEvent: Sendable, Equatable {
+    /// A complete request head. Body events follow (possibly none), then `.end`.
+    case head(HTTPRequestHead)
+    /// Body bytes: a range of the buffer passed to `next(_:)` (already de-chunked).
+    case body(Range<Int>)
+    /// The request, body included, is complete. The parser is ready for the next (pipelined) request.
+    case end
+}

@@ -1,0 +1,211 @@
+import CSystem
+import Glibc
+import Synchronization
+
+/// Readiness reported by epoll (level-triggered).
+public struct IOEvents: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let readable = IOEvents(rawValue: EPOLLIN.rawValue)
+    public static let writable = IOEvents(rawValue: EPOLLOUT.rawValue)
+    /// Error or hang-up; always reported by epoll whether asked for or not.
+    public static let hangup = IOEvents(rawValue: EPOLLERR.rawValue | EPOLLHUP.rawValue)
+}
+
+/// Something that owns a file descriptor registered with a loop.
+public protocol IOHandler: AnyObject {
+    func ioReady(_ events: IOEvents)
+}
+
+/// A one-shot timer. Cancelling is O(1) (lazy removal from the heap).
+public final class LoopTimer {
+    public let deadline: UInt64
+    fileprivate var callback: (() -> Void)?
+    fileprivate init(deadline: UInt64, callback: @escaping () -> Void) {
+        self.deadline = deadline; self.callback = callback
+    }
+    public var isPending: Bool { callback != nil }
+    public func cancel() { callback = nil }
+}
+
+/// One epoll event loop, run by one thread. Everything registered with it (sockets, timers,
+/// libcurl transfers) is touched only from that thread, so nothing on the hot path takes a lock.
+/// `execute(_:)` is the one thread-safe entry point (an eventfd wake-up).
+public final class EventLoop: @unchecked Sendable {
+    public let id: Int
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private var handlers: [IOHandler?] = []
+    private var timers = TimerHeap()
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let stopping = Atomic<Bool>(false)
+    private var loopThread: pthread_t?
+    /// Monotonic milliseconds, refreshed once per iteration.
+    public private(set) var now: UInt64
+
+    public init(id: Int = 0) {
+        self.id = id
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        precondition(epfd >= 0, "epoll_create1 failed: errno \(veil_errno())")
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        precondition(wakeFD >= 0, "eventfd failed")
+        now = EventLoop.monotonicMillis()
+        var ev = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(fd: wakeFD))
+        _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
+    }
+
+    deinit {
+        close(epfd)
+        close(wakeFD)
+    }
+
+    public static func monotonicMillis() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    public var inLoopThread: Bool {
+        guard let t = loopThread else { return false }
+        return pthread_equal(t, pthread_self()) != 0
+    }
+
+    // MARK: file descriptors
+
+    /// Registers `fd` for `events`, or changes the events of an fd already registered.
+    public func watch(_ fd: Int32, _ events: IOEvents, _ handler: IOHandler) {
+        let idx = Int(fd)
+        if idx >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: max(idx + 1 - handlers.count, 64))) }
+        var ev = epoll_event(events: events.rawValue | EPOLLRDHUP.rawValue, data: epoll_data_t(fd: fd))
+        let op = handlers[idx] == nil ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
+        handlers[idx] = handler
+        if epoll_ctl(epfd, op, fd, &ev) != 0 && veil_errno() == EEXIST {
+            _ = epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
+        }
+    }
+
+    /// Forgets `fd`. Call before closing it.
+    public func unwatch(_ fd: Int32) {
+        let idx = Int(fd)
+        guard idx < handlers.count, handlers[idx] != nil else { return }
+        handlers[idx] = nil
+        var ev = epoll_event()
+        _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &ev)
+    }
+
+    // MARK: timers
+
+    @discardableResult
+    public func schedule(afterMillis ms: Int, _ callback: @escaping () -> Void) -> LoopTimer {
+        let t = LoopTimer(deadline: EventLoop.monotonicMillis() + UInt64(max(ms, 0)), callback: callback)
+        timers.push(t)
+        return t
+    }
+
+    // MARK: cross-thread
+
+    /// Runs `task` on the loop thread soon. Safe from any thread.
+    public func execute(_ task: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(task) }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Asks the loop to return from `run()` after the current iteration. Safe from any thread.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    // MARK: running
+
+    /// Runs the loop on the calling thread until `stop()`.
+    public func run() {
+        loopThread = pthread_self()
+        var events = [epoll_event](repeating: epoll_event(), count: 512)
+        while !stopping.load(ordering: .acquiring) {
+            now = EventLoop.monotonicMillis()
+            var timeout: Int32 = 1000
+            if let next = timers.peekDeadline() {
+                timeout = next <= now ? 0 : Int32(min(next - now, 1000))
+            }
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
+            now = EventLoop.monotonicMillis()
+            if n > 0 {
+                for i in 0..<Int(n) {
+                    let fd = events[i].data.fd
+                    if fd == wakeFD { drainInbox(); continue }
+                    let idx = Int(fd)
+                    guard idx < handlers.count, let h = handlers[idx] else { continue }
+                    h.ioReady(IOEvents(rawValue: events[i].events))
+                }
+            }
+            runExpiredTimers()
+        }
+        drainInbox()
+    }
+
+    private func runExpiredTimers() {
+        while let t = timers.popExpired(now: now) {
+            if let cb = t.callback {
+                t.callback = nil
+                cb()
+            }
+        }
+    }
+
+    private func drainInbox() {
+        var counter: UInt64 = 0
+        _ = read(wakeFD, &counter, 8)
+        let tasks = inbox.withLock { box -> [@Sendable () -> Void] in
+            let t = box
+            box.removeAll(keepingCapacity: true)
+            return t
+        }
+        for task in tasks { task() }
+    }
+}
+
+/// Binary min-heap of timers by deadline; cancelled timers are dropped when they surface.
+struct TimerHeap {
+    private var items: [LoopTimer] = []
+
+    mutating func push(_ t: LoopTimer) {
+        items.append(t)
+        var i = items.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if items[p].deadline <= items[i].deadline { break }
+            items.swapAt(p, i)
+            i = p
+        }
+    }
+
+    mutating func peekDeadline() -> UInt64? {
+        while let first = items.first, !first.isPending { _ = popFirst() }
+        return items.first?.deadline
+    }
+
+    mutating func popExpired(now: UInt64) -> LoopTimer? {
+        guard let d = peekDeadline(), d <= now else { return nil }
+        return popFirst()
+    }
+
+    private mutating func popFirst() -> LoopTimer? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l].deadline < items[m].deadline { m = l }
+            if r < items.count && items[r].deadline < items[m].deadline { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
+        }
+        return top
+    }
+}

@@ -1,0 +1,86 @@
+import Reactor
+
+// The contract between the gateway and the libcurl-driven client. STUB implementation below
+// is being replaced by the real one (UpstreamClient.swift).
+
+/// One request to send upstream. The body is sent as is (the gateway builds JSON/multipart).
+public struct UpstreamRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+    /// Connect phase (DNS + TCP + TLS).
+    public var connectTimeoutMillis: Int = 5_000
+    /// Whole transfer, first byte to last → `.timeout`.
+    public var timeoutMillis: Int = 600_000
+    /// Abort when no byte moved for this long (0 = no stall check) → `.timeout`.
+    public var stallTimeoutMillis: Int = 0
+    /// Abort with `.tooLarge` once the response body passes this many bytes (nil = unbounded).
+    public var maxResponseBytes: Int? = nil
+    /// For fetching caller-supplied URLs: refuse loopback, private, link-local, multicast and
+    /// unspecified addresses (checked on the address actually connected, after DNS) unless the
+    /// literal address or host is in `addressAllowList`.
+    public var refusePrivateAddresses: Bool = false
+    public var addressAllowList: [String] = []
+    /// Allowed URL schemes ("http", "https").
+    public var allowedSchemes: [String] = ["http", "https"]
+
+    public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.method = method; self.url = url; self.headers = headers; self.body = body
+    }
+}
+
+/// The final (non-1xx) status line and header fields of an upstream response.
+public struct UpstreamResponseHead: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    /// 1 for HTTP/1.x, 2 for HTTP/2.
+    public var httpVersion: Int
+    public init(status: Int, headers: [(name: String, value: String)], httpVersion: Int) {
+        self.status = status; self.headers = headers; self.httpVersion = httpVersion
+    }
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+}
+
+public enum UpstreamError: Error, Sendable, Equatable {
+    /// DNS, refused, reset before a response, TLS failure.
+    case connect(String)
+    case timeout(String)
+    /// Response body passed `maxResponseBytes`.
+    case tooLarge
+    /// The address connected to is not allowed (`refusePrivateAddresses`) or the scheme is not.
+    case refused(String)
+    /// The response was cut or malformed after it started.
+    case broken(String)
+    /// `cancel()` was called.
+    case cancelled
+}
+
+/// Receives a transfer's events, on the loop thread that started it, in this order:
+/// head (once), data (zero or more), finish (exactly once; also after cancel).
+public protocol UpstreamDelegate: AnyObject {
+    func upstreamDidReceiveHead(_ head: UpstreamResponseHead)
+    /// Body bytes as they arrive (valid only during the call). Always consumed; to slow the
+    /// producer, call `pause()` on the transfer.
+    func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer)
+    /// nil on success.
+    func upstreamDidFinish(_ error: UpstreamError?)
+}
+
+/// A running transfer. Loop-thread only.
+public protocol UpstreamTransfer: AnyObject {
+    /// Stops receiving body data until `resume()` (back-pressure from a slow client).
+    func pause()
+    func resume()
+    /// Aborts at once; the delegate gets `upstreamDidFinish(.cancelled)`... unless it already finished.
+    func cancel()
+}
+
+/// A libcurl multi handle bound to one event loop.
+public protocol UpstreamClientProtocol: AnyObject {
+    func start(_ request: UpstreamRequest, delegate: UpstreamDelegate) -> UpstreamTransfer
+    /// Transfers running now (metrics, tests).
+    var activeTransfers: Int { get }
+}
