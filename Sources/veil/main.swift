@@ -31,7 +31,21 @@ func environment() -> [String: String] {
         if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
         p += 1
     }
+    // A mounted secret file (containers) stands in for VEIL_UPSTREAM_KEY.
+    if env["VEIL_UPSTREAM_KEY", default: ""].isEmpty, let file = env["VEIL_UPSTREAM_KEY_FILE"], !file.isEmpty,
+       let text = try? readFile(file) {
+        env["VEIL_UPSTREAM_KEY"] = text.trimmingCharacters(in: " \t\r\n")
+    }
     return env
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
 }
 
 func readFile(_ path: String) throws(ConfigError) -> String {
