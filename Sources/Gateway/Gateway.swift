@@ -28,6 +28,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         let method = x.request.method
         // Routes that need no token.
         if path == "/healthz" {
+            guard method == "GET" || method == "HEAD" else { return x.fail(methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET, HEAD"]) }
             return x.send(200, Array("{\"status\":\"ok\"}".utf8))
         }
         guard path.hasPrefix("/v1/") || path == "/v1" else {

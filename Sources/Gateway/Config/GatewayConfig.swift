@@ -128,6 +128,7 @@ public struct GatewayConfig: Sendable {
         s.maxConnections = limits.maxConnections
         s.writeHighWaterBytes = limits.writeHighWaterBytes
         s.writeLowWaterBytes = max(1, limits.writeHighWaterBytes / 4)
+        s.errorBody = { status, message in ("application/json", APIError(status, message).body) }
         return s
     }
 }
