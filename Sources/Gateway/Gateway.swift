@@ -4,6 +4,10 @@ import Reactor
 import Upstream
 import Translation
 import Glibc
+import Store
+
+/// Everything Veil keeps: video and character ownership, usage.
+public typealias GatewayStore = VideoStore & CharacterStore & UsageStore
 
 /// The gateway's request handler: request id, authentication, routing. Runs on the loop that
 /// owns the connection; everything it starts (upstream transfers, timers) stays on that loop.
@@ -11,9 +15,12 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     /// Indexed by `EventLoop.id`; filled before the server starts.
     public var contexts: [LoopContext] = []
     public let log: GatewayLog
+    public let store: any GatewayStore
+    let polls = PollCoalescer()
 
-    public init(log: GatewayLog) {
+    public init(log: GatewayLog, store: any GatewayStore) {
         self.log = log
+        self.store = store
     }
 
     public func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
@@ -39,6 +46,11 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         case .team(let i): x.team = x.snapshot.team(i)
         case .expired: return x.fail(.tokenExpired)
         case .missing, .invalid: return x.fail(.unauthorized)
+        }
+        guard let team = x.team else { return x.fail(.unauthorized) }
+        if let refusal = x.snapshot.policy.admitRequest(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
+        if path == "/v1/videos" || path.hasPrefix("/v1/videos/") {
+            return VideoRoutes.route(x, self)
         }
 
         switch (method, path) {

@@ -103,7 +103,8 @@ struct Serve: ParsableCommand {
         } else {
             do { config = try loadConfig(path, env) } catch { fail("\(error)") }
         }
-        let runtime = VeilRuntime(config: config)
+        let runtime: VeilRuntime
+        do { runtime = try VeilRuntime(config: config) } catch { fail("\(error)") }
         let port: UInt16
         do { port = try runtime.start() } catch { fail("cannot start: \(error)") }
         runtime.log.logger.info("veil listening", metadata: ["listen": "\(config.listen)", "port": "\(port)", "loops": "\(runtime.loops.count)"])

@@ -16,6 +16,8 @@ final class ChatProxy: UpstreamDelegate {
     var buffered: [UInt8] = []
     var upstreamStatus = 0
     let maxBuffered: Int
+    /// The team whose concurrent-stream slot this request holds (released once, at the end).
+    var streamSlot: String?
 
     init(_ x: Exchange) {
         self.x = x
@@ -35,7 +37,13 @@ final class ChatProxy: UpstreamDelegate {
         if let allowed = x.team?.models, !allowed.contains(model) {
             return x.fail(APIError(403, "Model `\(model)` is not allowed for this team.", param: "model", code: "model_not_allowed"))
         }
+        var slot: String?
+        if info.stream, let team = x.team {
+            if let refusal = x.snapshot.policy.admitStream(team: team) { return x.fail(refusal.error, headers: refusal.headers) }
+            slot = team.name
+        }
         let p = ChatProxy(x)
+        p.streamSlot = slot
         let cfg = x.snapshot.config.upstream
         var r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/chat/completions",
                                 headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, apiKey: cfg.apiKey, requestID: x.requestID),
@@ -86,6 +94,10 @@ final class ChatProxy: UpstreamDelegate {
 
     func upstreamDidFinish(_ error: UpstreamError?) {
         transfer = nil
+        if let team = streamSlot {
+            streamSlot = nil
+            x.snapshot.policy.streamFinished(team: team)
+        }
         if streaming {
             redactor.finish { x.write($0) }
             if let u = usageScanner.usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }

@@ -1,5 +1,6 @@
 import HTTPServer
 import Reactor
+import Store
 import Upstream
 
 /// What a request handler may use, read-only once built: the configuration snapshot and its
@@ -11,10 +12,13 @@ public final class ConfigSnapshot: Sendable {
     /// Upstream base URL without a trailing slash.
     public let upstreamBase: String
 
-    public init(config: GatewayConfig, generation: Int) {
+    public let policy: Policy
+
+    public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
         self.config = config
         self.authenticator = TokenAuthenticator(teams: config.teams)
         self.generation = generation
+        self.policy = Policy(teams: config.teams, previous: previous?.policy, store: store)
         var b = config.upstream.baseURL
         while b.hasSuffix("/") { b.removeLast() }
         upstreamBase = b

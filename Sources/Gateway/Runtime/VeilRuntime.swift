@@ -3,6 +3,7 @@ import Glibc
 import HTTPServer
 import Reactor
 import Synchronization
+import Store
 import Upstream
 
 /// Builds and runs Veil: N event loops (threads), the gateway on each, the HTTP server across them.
@@ -13,12 +14,18 @@ public final class VeilRuntime: @unchecked Sendable {
     public private(set) var server: HTTPServer!
     public private(set) var loops: [EventLoop] = []
     private let generation = Atomic<Int>(1)
+    private var current: ConfigSnapshot?
     private let stoppedLoops = Atomic<Int>(0)
     public var log: GatewayLog { gateway.log }
 
-    public init(config: GatewayConfig, log: GatewayLog? = nil) {
+    /// Opens the store (failing with a message naming its path) and prepares the gateway.
+    public init(config: GatewayConfig, log: GatewayLog? = nil) throws {
         self.config = config
-        self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access))
+        let store: SQLiteStore
+        do { store = try SQLiteStore(path: config.store.path) } catch {
+            throw ConfigError("store.path", "cannot open the store: \(error)")
+        }
+        self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access), store: store)
     }
 
     public static func loopCount(_ workers: Int) -> Int {
@@ -33,7 +40,8 @@ public final class VeilRuntime: @unchecked Sendable {
             throw ConfigError("listen", "`\(config.listen)` is not host:port")
         }
         let n = VeilRuntime.loopCount(config.workers)
-        let snapshot = ConfigSnapshot(config: config, generation: 1)
+        let snapshot = ConfigSnapshot(config: config, generation: 1, store: gateway.store)
+        current = snapshot
         loops = (0..<n).map { EventLoop(id: $0) }
         gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot) }
         server = try HTTPServer(config: config.serverConfig(host: host, port: port), handler: gateway, loops: loops)
@@ -51,7 +59,8 @@ public final class VeilRuntime: @unchecked Sendable {
     /// requests already running finish under the snapshot they started with.
     public func reload(_ newConfig: GatewayConfig) {
         let g = generation.add(1, ordering: .relaxed).newValue
-        let snap = ConfigSnapshot(config: newConfig, generation: g)
+        let snap = ConfigSnapshot(config: newConfig, generation: g, previous: current, store: gateway.store)
+        current = snap
         config = newConfig
         log.updateKey(newConfig.upstream.apiKey)
         for ctx in gateway.contexts {

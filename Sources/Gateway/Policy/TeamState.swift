@@ -1,0 +1,82 @@
+import Synchronization
+
+/// A team's live counters, shared by every loop without locks (atomics only). Survives SIGHUP:
+/// a reload hands the same object to the new snapshot when the team keeps its name.
+public final class TeamState: Sendable {
+    public let name: String
+    let bucket: TokenBucket?
+    let openStreams = Atomic<Int>(0)
+    let videosInFlight = Atomic<Int>(0)
+
+    init(name: String, requestsPerMinute: Int?) {
+        self.name = name
+        bucket = requestsPerMinute.map { TokenBucket(capacity: $0, refillPerMillis: Double($0) / 60_000) }
+    }
+
+    /// Takes one slot if fewer than `max` are taken.
+    static func acquire(_ counter: borrowing Atomic<Int>, max: Int) -> Bool {
+        var current = counter.load(ordering: .relaxed)
+        while current < max {
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    static func release(_ counter: borrowing Atomic<Int>) {
+        var current = counter.load(ordering: .relaxed)
+        while current > 0 {
+            let (exchanged, original) = counter.compareExchange(expected: current, desired: current - 1, ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            current = original
+        }
+    }
+}
+
+/// A lock-free token bucket: one 64-bit word holds the last refill time (ms, 36 bits) and the
+/// tokens (28 bits, fixed point scaled so a full bucket fits), updated by compare-and-swap.
+final class TokenBucket: Sendable {
+    let capacity: Int
+    private let scale: UInt64
+    private let refillUnitsPerMilli: Double
+    private let word: Atomic<UInt64>
+    private static let tokenBits: UInt64 = 28
+    private static let tokenMask: UInt64 = (1 << 28) - 1
+
+    init(capacity: Int, refillPerMillis: Double) {
+        self.capacity = max(1, capacity)
+        scale = max(1, TokenBucket.tokenMask / UInt64(self.capacity))
+        refillUnitsPerMilli = refillPerMillis * Double(scale)
+        let full = UInt64(self.capacity) * scale
+        word = Atomic(full) // time 0: refilled lazily on first use
+    }
+
+    struct Outcome { let allowed: Bool; let remaining: Int; let millisUntilOne: Int; let millisUntilFull: Int }
+
+    /// Takes one token at `now` (monotonic ms).
+    func take(now: UInt64) -> Outcome {
+        let full = UInt64(capacity) * scale
+        var old = word.load(ordering: .relaxed)
+        while true {
+            let last = old >> TokenBucket.tokenBits
+            var tokens = old & TokenBucket.tokenMask
+            let t = now & ((1 << 36) - 1)
+            if t > last {
+                let add = UInt64(Double(t - last) * refillUnitsPerMilli)
+                tokens = min(full, tokens + add)
+            }
+            let allowed = tokens >= scale
+            if allowed { tokens -= scale }
+            let new = (t << TokenBucket.tokenBits) | tokens
+            let (ok, current) = word.compareExchange(expected: old, desired: new, ordering: .acquiringAndReleasing)
+            if ok {
+                let missingForOne = allowed ? 0 : scale - tokens
+                let untilOne = Int((Double(missingForOne) / refillUnitsPerMilli).rounded(.up))
+                let untilFull = Int((Double(full - tokens) / refillUnitsPerMilli).rounded(.up))
+                return Outcome(allowed: allowed, remaining: Int(tokens / scale), millisUntilOne: untilOne, millisUntilFull: untilFull)
+            }
+            old = current
+        }
+    }
+}
