@@ -50,11 +50,13 @@ public struct JSONObjectWriter: Sendable {
 }
 
 public enum JSONEscaping {
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
     /// Appends `s` as a JSON string literal: quotes, backslashes and all C0 controls escaped,
     /// and U+2028/U+2029 too (harmless in JSON, but they break JavaScript that evals it).
     public static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        let hex = hexDigits
         var u = s.utf8.makeIterator()
         var pending: [UInt8] = []
         while let b = u.next() {
