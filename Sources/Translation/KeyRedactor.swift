@@ -1,0 +1,170 @@
+/// Replaces every occurrence of a secret (the shared upstream key) in a byte stream, including
+/// occurrences split across chunks, so the key can never reach a caller in a response body.
+///
+/// Semantics: exactly those of a one-shot, leftmost, non-overlapping "replace all" over the
+/// concatenation of every chunk, whatever the chunking.
+///
+/// Latency: of each chunk, only the longest suffix that is a proper prefix of the secret is held
+/// back (at most `secret.count - 1` bytes); everything before it is emitted at once. So, provided
+/// the secret contains no LF (API keys never do), a chunk ending in "\n\n" (a complete SSE event)
+/// is always emitted entirely: no suffix ending in LF can be a prefix of the secret.
+///
+/// Cost: when a chunk needs no change and nothing is held, `emit` gets the input range itself
+/// (no copy, no allocation). The search jumps between occurrences of the secret's first byte
+/// eight bytes at a time (SWAR), like memchr, and compares only at candidates.
+public struct KeyRedactor: Sendable {
+    public let secret: [UInt8]
+    public let replacement: [UInt8]
+    /// Bytes held back from earlier chunks: always a proper prefix of `secret` (or empty).
+    public private(set) var held: [UInt8] = []
+
+    public init(secret: [UInt8], replacement: [UInt8] = Array("[redacted]".utf8)) {
+        self.secret = secret
+        self.replacement = replacement
+    }
+
+    public init(secret: String, replacement: String = "[redacted]") {
+        self.init(secret: Array(secret.utf8), replacement: Array(replacement.utf8))
+    }
+
+    /// Feeds one chunk; `emit` is called zero or more times with the bytes that are final.
+    /// The pointers passed to `emit` are valid only during that call.
+    public mutating func process(_ input: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) {
+        let n = secret.count
+        guard n > 0 else {
+            if !input.isEmpty { emit(input) }
+            return
+        }
+        var start = 0
+        if !held.isEmpty {
+            let h = held
+            held = []
+            let total = h.count + input.count
+            var resolved = false
+            for p in 0..<h.count {
+                var k = 0
+                var mismatch = false
+                while k < n, p + k < total {
+                    let idx = p + k
+                    let b = idx < h.count ? h[idx] : input[idx - h.count]
+                    if b != secret[k] { mismatch = true; break }
+                    k += 1
+                }
+                if mismatch { continue }
+                if p > 0 { h.withUnsafeBytes { emit(UnsafeRawBufferPointer(rebasing: $0[0..<p])) } }
+                if k == n {
+                    // Full match starting in the held bytes and ending inside this chunk.
+                    replacement.withUnsafeBytes { if !$0.isEmpty { emit($0) } }
+                    start = p + n - h.count
+                    resolved = true
+                    break
+                } else {
+                    // Still only a prefix: hold it (plus this whole, short, chunk).
+                    held = Array(h[p...]) + Array(input)
+                    return
+                }
+            }
+            if !resolved {
+                h.withUnsafeBytes { emit($0) }
+            }
+        }
+        scan(input, from: start, emit: emit)
+    }
+
+    private mutating func scan(_ input: UnsafeRawBufferPointer, from start: Int,
+                               emit: (UnsafeRawBufferPointer) -> Void) {
+        let n = secret.count
+        let count = input.count
+        guard let base = input.baseAddress, start < count else { return }
+        let first = secret[0]
+        var segStart = start
+        var i = start
+        secret.withUnsafeBytes { sec in
+            while i < count {
+                guard let c = firstIndex(of: first, in: base, from: i, count: count) else { break }
+                let m = min(n, count - c)
+                var equal = true
+                var k = 1
+                while k < m {
+                    if base.load(fromByteOffset: c + k, as: UInt8.self) != sec[k] { equal = false; break }
+                    k += 1
+                }
+                if equal {
+                    if c > segStart { emit(UnsafeRawBufferPointer(rebasing: input[segStart..<c])) }
+                    if m == n {
+                        replacement.withUnsafeBytes { if !$0.isEmpty { emit($0) } }
+                        i = c + n
+                        segStart = i
+                        continue
+                    }
+                    held = Array(UnsafeRawBufferPointer(rebasing: input[c..<count]))
+                    segStart = count
+                    return
+                }
+                i = c + 1
+            }
+        }
+        if segStart < count {
+            emit(segStart == 0 ? input : UnsafeRawBufferPointer(rebasing: input[segStart..<count]))
+        }
+    }
+
+    /// Flushes the held-back bytes (end of stream: they turned out not to be the secret).
+    public mutating func finish(emit: (UnsafeRawBufferPointer) -> Void) {
+        guard !held.isEmpty else { return }
+        let h = held
+        held = []
+        h.withUnsafeBytes { emit($0) }
+    }
+
+    /// Convenience for `[UInt8]` chunks: returns the bytes that are final.
+    public mutating func process(_ chunk: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(chunk.count)
+        chunk.withUnsafeBytes { process($0) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    public mutating func finish() -> [UInt8] {
+        var out: [UInt8] = []
+        finish { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// One-shot redaction of a complete buffer.
+    public static func redact(_ bytes: [UInt8], secret: [UInt8],
+                              replacement: [UInt8] = Array("[redacted]".utf8)) -> [UInt8] {
+        var r = KeyRedactor(secret: secret, replacement: replacement)
+        var out = r.process(bytes)
+        out += r.finish()
+        return out
+    }
+
+    /// One-shot redaction of a string (for log lines and error messages).
+    public static func redact(_ text: String, secret: String, replacement: String = "[redacted]") -> String {
+        guard !secret.isEmpty else { return text }
+        return String(decoding: redact(Array(text.utf8), secret: Array(secret.utf8),
+                                       replacement: Array(replacement.utf8)), as: UTF8.self)
+    }
+}
+
+/// First offset >= `from` holding `byte`, eight bytes per step (the "has zero byte" trick on
+/// `word ^ pattern`); the lowest flagged byte is always a true hit.
+@inline(__always)
+func firstIndex(of byte: UInt8, in base: UnsafeRawPointer, from: Int, count: Int) -> Int? {
+    var i = from
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    let highs: UInt64 = 0x8080_8080_8080_8080
+    let pattern = UInt64(byte) &* ones
+    while i + 8 <= count {
+        let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) ^ pattern
+        let t = (w &- ones) & ~w & highs
+        if t != 0 { return i + (t.trailingZeroBitCount >> 3) }
+        i += 8
+    }
+    while i < count {
+        if base.load(fromByteOffset: i, as: UInt8.self) == byte { return i }
+        i += 1
+    }
+    return nil
+}

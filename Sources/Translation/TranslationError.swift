@@ -1,0 +1,21 @@
+/// The one error type this module throws: a machine-readable kind plus a human message that is
+/// safe to show a caller (it never quotes more than a short excerpt of the input).
+public struct TranslationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Equatable {
+        case invalidJSON, unexpectedShape, missingField
+        case malformedMultipart, limitExceeded
+        case invalidTimestamps
+        /// The upstream answered with an explicit failure (`success:false`).
+        case upstreamFailure
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { "\(kind.rawValue): \(message)" }
+}
