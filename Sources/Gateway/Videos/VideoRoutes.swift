@@ -252,7 +252,7 @@ enum VideoRoutes {
     // MARK: helpers
 
     static func pollHeaders(_ o: VideoObject, _ cfg: GatewayConfig) -> HTTPHeaders {
-        (o.status == .queued || o.status == .in_progress) ? ["openai-poll-after-ms": String(cfg.videos.pollAfterMillis)] : HTTPHeaders()
+        (o.status == .queued || o.status == .inProgress) ? ["openai-poll-after-ms": String(cfg.videos.pollAfterMillis)] : HTTPHeaders()
     }
 
     static func storeFailure(_ g: Gateway, _ error: Error) -> APIError {
@@ -290,7 +290,7 @@ extension VideoRecord {
 
     /// The stored state as Veil's object.
     var object: VideoObject {
-        VideoObject(id: id, model: model, status: VideoStatus(rawValue: status) ?? .in_progress, progress: progress,
+        VideoObject(id: id, model: model, status: VideoStatus(rawValue: status) ?? .inProgress, progress: progress,
                     createdAt: createdAt, completedAt: completedAt, expiresAt: expiresAt, size: size, seconds: seconds,
                     prompt: prompt, error: errorCode.map { VideoError(code: $0, message: errorMessage ?? "") },
                     videoURL: videoURL, watermarkedVideoURL: watermarkedURL)
