@@ -120,7 +120,7 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
             deleted_at    INTEGER
         );
         CREATE UNIQUE INDEX characters_live_name ON characters(name_key) WHERE deleted_at IS NULL;
-        CREATE INDEX characters_team_created ON characters(team, created_at);
+        CREATE INDEX characters_team_created ON characters(team, created_at, id);
 
         CREATE TABLE usage (
             id                  INTEGER PRIMARY KEY,
@@ -137,7 +137,7 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
             total_tokens        INTEGER,
             request_id          TEXT NOT NULL
         );
-        CREATE INDEX usage_time ON usage(time);
+        -- one index only: usage is written on every request, summaries are rare admin reads
         CREATE INDEX usage_team_time ON usage(team, time);
         """,
     ]
