@@ -20,7 +20,8 @@ import Darwin
 /// `usageSummary` reads, and on `close()`/deinit. A crash (not a clean close) can therefore lose at most
 /// the last ~100 ms of usage records. `usageFlushIntervalMillis: 0` disables buffering (write-through).
 /// If a flush fails the records stay buffered and are retried (the buffer is capped at 100 000 records;
-/// beyond that the oldest are dropped).
+/// beyond that the oldest are dropped). A flush holds the mutex while it writes its batch (measured
+/// ~9 µs per record amortised on the 2-core dev VM, vs ~70-100 µs for a write-through commit).
 ///
 /// Soft deletes: videos and characters get `deleted_at` instead of being removed, so deleted videos still
 /// count for quotas and deleted ids still work as pagination cursors.
@@ -224,7 +225,7 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
             return nil
         }, context.toOpaque())
         guard rc == 0 else {
-            // No thread: fall back to flushing on the 256-record threshold, reads and close.
+            // No thread: `recordUsage` falls back to write-through (see `recordUsage`).
             context.release()
             return nil
         }
