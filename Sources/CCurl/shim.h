@@ -32,6 +32,8 @@ static inline int veil_curl_socket_timeout(void) { return CURL_SOCKET_TIMEOUT; }
 static inline int veil_curl_sockopt_ok(void) { return CURL_SOCKOPT_OK; }
 static inline curl_socket_t veil_curl_socket_bad(void) { return CURL_SOCKET_BAD; }
 
+static inline CURLcode veil_easy_setopt_xferinfocb(CURL *h, curl_xferinfo_callback cb) { return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cb); }
+
 // Added for the multi-socket client (Sources/Upstream/UpstreamClient.swift).
 static inline int veil_curlpause_recv(void) { return CURLPAUSE_RECV; }
 static inline int veil_curlpause_cont(void) { return CURLPAUSE_CONT; }

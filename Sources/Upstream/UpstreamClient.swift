@@ -122,6 +122,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
             return
         }
         t.added = true
+        t.armStallTimer()
     }
 
     // MARK: removing
@@ -253,6 +254,10 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     var added = false
 
     private let maxBytes: Int?
+    private let stallMillis: Int
+    private var lastActivity: UInt64 = 0
+    private var uploaded: Int64 = 0
+    private var stallTimer: LoopTimer?
     private var received = 0
     private let urlHost: String
     private let allowList: [String]
@@ -280,6 +285,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         self.client = client
         self.delegate = delegate
         maxBytes = request.maxResponseBytes
+        stallMillis = max(0, request.stallTimeoutMillis)
         allowList = request.addressAllowList
         urlHost = CurlTransfer.parseURL(request.url)?.host ?? ""
     }
@@ -321,8 +327,17 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         _ = long(CURLOPT_CONNECTTIMEOUT_MS, max(1, r.connectTimeoutMillis))
         _ = long(CURLOPT_TIMEOUT_MS, max(0, r.timeoutMillis))
         if r.stallTimeoutMillis > 0 {
-            _ = long(CURLOPT_LOW_SPEED_LIMIT, 1)
-            _ = long(CURLOPT_LOW_SPEED_TIME, (r.stallTimeoutMillis + 999) / 1000)
+            // Not CURLOPT_LOW_SPEED_*: libcurl averages speed over a window of seconds, so it
+            // misses a stall right after a burst and kills streams whose keep-alive pings are
+            // sparser than 1 byte/s. Our own timer measures the time since the last byte moved;
+            // the progress callback reports upload progress.
+            _ = long(CURLOPT_NOPROGRESS, 0)
+            _ = veil_easy_setopt_xferinfocb(h) { clientp, _, _, _, ulnow in
+                guard let clientp else { return 0 }
+                Unmanaged<CurlTransfer>.fromOpaque(clientp).takeUnretainedValue().uploadProgress(ulnow)
+                return 0
+            }
+            _ = veil_easy_setopt_pointer(h, CURLOPT_XFERINFODATA, me)
         }
         if let cap = r.maxResponseBytes {
             _ = veil_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(max(0, cap)))
@@ -421,9 +436,54 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         errorBuffer = nil
         resumeTimer?.cancel()
         resumeTimer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
     }
 
     deinit { releaseCurl() }
+
+    // MARK: stall detection
+
+    private func touch() {
+        if stallMillis > 0, let loop = client?.loop { lastActivity = loop.now }
+    }
+
+    fileprivate func uploadProgress(_ ulnow: curl_off_t) {
+        if Int64(ulnow) != uploaded { uploaded = Int64(ulnow); touch() }
+    }
+
+    /// Starts the stall clock (when the transfer enters the multi).
+    func armStallTimer() {
+        guard stallMillis > 0, let loop = client?.loop else { return }
+        lastActivity = EventLoop.monotonicMillis()
+        scheduleStallCheck(after: stallMillis, loop)
+    }
+
+    private func scheduleStallCheck(after ms: Int, _ loop: EventLoop) {
+        stallTimer = loop.schedule(afterMillis: ms) { [weak self] in self?.stallCheck() }
+    }
+
+    private func stallCheck() {
+        stallTimer = nil
+        guard !isFinished, let loop = client?.loop else { return }
+        let now = EventLoop.monotonicMillis()
+        if wantPaused || curlPaused { lastActivity = now }   // our own back-pressure is no stall
+        let due = lastActivity + UInt64(stallMillis)
+        if now >= due {
+            abort(.timeout("no data moved for \(stallMillis) ms"))
+        } else {
+            scheduleStallCheck(after: Int(due - now), loop)
+        }
+    }
+
+    /// Ends the transfer from outside libcurl's callbacks with `reason`.
+    private func abort(_ reason: UpstreamError) {
+        guard !isFinished else { return }
+        isFinished = true
+        abortReason = reason
+        client?.detach(self)
+        finish(reason)
+    }
 
     // MARK: libcurl callbacks (inside curl_multi_socket_action / curl_easy_pause)
 
@@ -444,6 +504,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
     private func onHeader(_ p: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int {
         if isFinished { return 0 }                 // cancelled: abort the transfer
+        touch()
         if headDelivered { return len }           // trailers: not forwarded
         guard let p else { return len }
         var line = String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
@@ -481,6 +542,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
             curlPaused = true
             return veil_curl_writefunc_pause()
         }
+        touch()
         inOwnCallback = true
         defer { inOwnCallback = false }
         deliverHeadIfNeeded()
@@ -547,6 +609,8 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         delegate = nil
         resumeTimer?.cancel()
         resumeTimer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
         d?.upstreamDidFinish(error)
     }
 
@@ -613,11 +677,5 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         client.insideCurl { _ = curl_easy_pause(h, veil_curlpause_cont()) }
     }
 
-    func cancel() {
-        guard !isFinished else { return }
-        isFinished = true
-        abortReason = .cancelled
-        client?.detach(self)
-        finish(.cancelled)
-    }
+    func cancel() { abort(.cancelled) }
 }
