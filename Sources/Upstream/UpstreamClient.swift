@@ -618,7 +618,8 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     func outcome(_ code: CURLcode) -> UpstreamError? {
         if let r = abortReason { return r }
         if code == CURLE_OK { return nil }
-        if let r = refusedReason, !headDelivered { return .refused(r) }
+        // opensocket refusing every address makes libcurl report COULDNT_CONNECT.
+        if let r = refusedReason, code == CURLE_COULDNT_CONNECT, !headDelivered { return .refused(r) }
         var detail = String(cString: curl_easy_strerror(code))
         if let b = errorBuffer, b.pointee != 0 { detail += ": " + String(cString: b) }
         switch code {

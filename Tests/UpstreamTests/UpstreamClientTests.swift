@@ -342,6 +342,36 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(rec.bodyText == "start")
     }
 
+    @Test func sparseBytesAndPausesAreNotStalls() {
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            for _ in 0..<4 { conn.chunk(":"); usleep(400_000) }   // a ping every 400 ms, < 1 byte/s on average
+            conn.chunk("end")
+            conn.endChunks()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: server.url)
+        req.stallTimeoutMillis = 1000
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(rec.bodyText == "::::end")
+
+        // Paused by us for longer than the stall timeout: not the upstream's fault.
+        let paused = Recorder()
+        paused.onData = { r, total in if total == 1 { r.transfer?.pause() } }
+        h.start(req, paused)
+        usleep(2_000_000)
+        #expect(paused.finishes.isEmpty)
+        h.onLoop { paused.transfer?.resume() }
+        #expect(paused.waitFinished())
+        #expect(paused.finishes.first! == nil)
+        #expect(paused.bodyText == "::::end")
+    }
+
     @Test func totalTimeoutIsTimeout() {
         let server = TestServer { conn, _ in
             _ = conn.waitForClose(millis: 5000)   // never answers
