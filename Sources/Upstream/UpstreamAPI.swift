@@ -1,7 +1,7 @@
 import Reactor
 
-// The contract between the gateway and the libcurl-driven client. STUB implementation below
-// is being replaced by the real one (UpstreamClient.swift).
+// The contract between the gateway and the libcurl-driven client. The implementation is
+// `UpstreamClient` (UpstreamClient.swift): one libcurl multi handle per event loop.
 
 /// One request to send upstream. The body is sent as is (the gateway builds JSON/multipart).
 public struct UpstreamRequest: Sendable {
@@ -13,7 +13,8 @@ public struct UpstreamRequest: Sendable {
     public var connectTimeoutMillis: Int = 5_000
     /// Whole transfer, first byte to last → `.timeout`.
     public var timeoutMillis: Int = 600_000
-    /// Abort when no byte moved for this long (0 = no stall check) → `.timeout`.
+    /// Abort when no byte moved (either way) for this long (0 = no stall check) → `.timeout`.
+    /// Time spent paused by `pause()` does not count.
     public var stallTimeoutMillis: Int = 0
     /// Abort with `.tooLarge` once the response body passes this many bytes (nil = unbounded).
     public var maxResponseBytes: Int? = nil
@@ -69,12 +70,19 @@ public protocol UpstreamDelegate: AnyObject {
     func upstreamDidFinish(_ error: UpstreamError?)
 }
 
-/// A running transfer. Loop-thread only.
+/// A running transfer. Loop-thread only. All three calls are safe from inside any delegate
+/// callback, and are no-ops after the transfer finished. The transfer keeps its delegate alive
+/// until it finishes.
 public protocol UpstreamTransfer: AnyObject {
-    /// Stops receiving body data until `resume()` (back-pressure from a slow client).
+    /// Stops receiving body data until `resume()` (back-pressure from a slow client). No
+    /// `upstreamDidReceive` arrives after `pause()` returns (bytes in the call in progress are
+    /// still consumed by the delegate).
     func pause()
+    /// Data flows again from the next loop iteration (never re-entrantly from inside `resume()`).
     func resume()
     /// Aborts at once; the delegate gets `upstreamDidFinish(.cancelled)`... unless it already finished.
+    /// Delivered before `cancel()` returns, or, when called from inside that delegate's own
+    /// callback, right after the callback returns (never nested). Nothing else follows it.
     func cancel()
 }
 

@@ -1,0 +1,682 @@
+import CCurl
+import Glibc
+import Reactor
+
+/// Knobs of one `UpstreamClient` (one libcurl multi handle).
+public struct UpstreamClientSettings: Sendable {
+    /// Connections per host (0 = unlimited). Extra transfers queue inside libcurl.
+    public var maxHostConnections: Int = 0
+    /// Connections in total (0 = unlimited).
+    public var maxTotalConnections: Int = 0
+    /// Idle connections kept for reuse.
+    public var maxCachedConnections: Int = 256
+    /// libcurl receive buffer size.
+    public var bufferSize: Int = 16 * 1024
+    /// TCP keep-alive probes on upstream connections (seconds idle before the first probe).
+    public var tcpKeepAliveIdleSeconds: Int = 60
+    /// Honour `http_proxy`/`https_proxy`/`no_proxy` from the environment. Off by default: the
+    /// gateway talks to its upstreams directly (and `refusePrivateAddresses` would otherwise be
+    /// judging the proxy's address).
+    public var useEnvironmentProxy: Bool = false
+    /// CA bundle path (nil = libcurl's default).
+    public var caInfoPath: String? = nil
+    /// libcurl's verbose trace on stderr (debugging).
+    public var verbose: Bool = false
+    public init() {}
+}
+
+/// `curl_global_init` exactly once per process (Swift globals are initialised under swift_once).
+private let curlGlobalInitDone: Bool = {
+    curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK
+}()
+
+/// One libcurl multi handle driven by an `EventLoop` through the multi-socket API: upstream sockets
+/// live in the loop's epoll next to client sockets, and libcurl's timeout is one `LoopTimer`.
+///
+/// Loop-thread only: create it, use it and drop it on its loop's thread. `@unchecked Sendable` only
+/// so it can be created inside `loop.execute { }`; nothing in here is synchronised.
+///
+/// Re-entrancy: libcurl forbids multi calls from inside its callbacks, and delegates are called from
+/// inside them. Work that would need such a call (adding, removing a handle) is queued and run as
+/// soon as the outermost libcurl call returns, still in the same loop iteration.
+public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
+    public let loop: EventLoop
+    public let settings: UpstreamClientSettings
+    private var multi: UnsafeMutableRawPointer?
+    /// Every transfer whose easy handle exists, keyed by that handle.
+    private var transfers: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+    private var sockets: [Int32: CurlSocketWatcher] = [:]
+    private var timer: LoopTimer?
+    /// > 0 while a libcurl call that may run callbacks is on the stack.
+    fileprivate var curlDepth = 0
+    private var deferred: [() -> Void] = []
+    private var settling = false
+    private var running: Int32 = 0
+
+    public var activeTransfers: Int { transfers.count }
+
+    public init(loop: EventLoop, settings: UpstreamClientSettings = UpstreamClientSettings()) {
+        precondition(curlGlobalInitDone, "curl_global_init failed")
+        self.loop = loop
+        self.settings = settings
+        guard let m = curl_multi_init() else { fatalError("curl_multi_init failed") }
+        multi = m
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        _ = veil_multi_setopt_socketcb(m) { _, fd, what, userp, _ in
+            guard let userp else { return 0 }
+            Unmanaged<UpstreamClient>.fromOpaque(userp).takeUnretainedValue().curlWantsSocket(fd, what)
+            return 0
+        }
+        _ = veil_multi_setopt_pointer(m, CURLMOPT_SOCKETDATA, me)
+        _ = veil_multi_setopt_timercb(m) { _, ms, userp in
+            guard let userp else { return 0 }
+            Unmanaged<UpstreamClient>.fromOpaque(userp).takeUnretainedValue().curlWantsTimer(ms)
+            return 0
+        }
+        _ = veil_multi_setopt_pointer(m, CURLMOPT_TIMERDATA, me)
+        _ = veil_multi_setopt_long(m, CURLMOPT_PIPELINING, veil_curlpipe_multiplex())
+        _ = veil_multi_setopt_long(m, CURLMOPT_MAX_HOST_CONNECTIONS, max(0, settings.maxHostConnections))
+        _ = veil_multi_setopt_long(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max(0, settings.maxTotalConnections))
+        _ = veil_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(1, settings.maxCachedConnections))
+    }
+
+    deinit {
+        timer?.cancel()
+        guard let m = multi else { return }
+        // No callbacks into a deinitialising object.
+        _ = veil_multi_setopt_socketcb(m, nil)
+        _ = veil_multi_setopt_timercb(m, nil)
+        for t in Array(transfers.values) {
+            if let easy = t.easy, t.added { curl_multi_remove_handle(m, easy) }
+            t.releaseCurl()
+            t.finish(.cancelled)
+        }
+        transfers.removeAll()
+        for fd in sockets.keys { loop.unwatch(fd) }
+        sockets.removeAll()
+        curl_multi_cleanup(m)
+    }
+
+    // MARK: starting
+
+    public func start(_ request: UpstreamRequest, delegate: UpstreamDelegate) -> UpstreamTransfer {
+        let t = CurlTransfer(client: self, request: request, delegate: delegate)
+        if let failure = t.configure(request, settings) {
+            t.releaseCurl()
+            // Never call the delegate before the caller holds the transfer.
+            loop.schedule(afterMillis: 0) { [t] in t.finish(failure) }
+            return t
+        }
+        transfers[t.easy!] = t
+        if curlDepth == 0 { add(t) } else { deferred.append { [weak self] in self?.add(t) } }
+        return t
+    }
+
+    private func add(_ t: CurlTransfer) {
+        guard let m = multi, let easy = t.easy, !t.added else { return }
+        if t.isFinished { remove(t); return }
+        let rc = curl_multi_add_handle(m, easy)
+        if rc != CURLM_OK {
+            remove(t)
+            t.finish(.connect("curl_multi_add_handle: \(String(cString: curl_multi_strerror(rc)))"))
+            return
+        }
+        t.added = true
+        t.armStallTimer()
+    }
+
+    // MARK: removing
+
+    /// Removes `t` from the multi and frees its libcurl state, now or (inside libcurl) right after.
+    fileprivate func detach(_ t: CurlTransfer) {
+        if curlDepth == 0 { remove(t) } else { deferred.append { [weak self] in self?.remove(t) } }
+    }
+
+    private func remove(_ t: CurlTransfer) {
+        guard let easy = t.easy, transfers[easy] === t else { return }
+        if t.added, let m = multi {
+            curl_multi_remove_handle(m, easy)
+            t.added = false
+        }
+        t.releaseCurl()
+        transfers[easy] = nil
+    }
+
+    // MARK: libcurl → loop
+
+    private func curlWantsSocket(_ fd: curl_socket_t, _ what: Int32) {
+        if what == veil_curl_poll_remove() {
+            if sockets.removeValue(forKey: fd) != nil { loop.unwatch(fd) }
+            return
+        }
+        var events: IOEvents = []
+        if what == veil_curl_poll_in() || what == veil_curl_poll_inout() { events.insert(.readable) }
+        if what == veil_curl_poll_out() || what == veil_curl_poll_inout() { events.insert(.writable) }
+        let watcher: CurlSocketWatcher
+        if let w = sockets[fd] { watcher = w } else {
+            watcher = CurlSocketWatcher(fd: fd, client: self)
+            sockets[fd] = watcher
+        }
+        loop.watch(fd, events, watcher)
+    }
+
+    private func curlWantsTimer(_ ms: Int) {
+        timer?.cancel()
+        timer = nil
+        guard ms >= 0 else { return }
+        // Even for 0: never call socket_action from inside this callback; the loop runs it next.
+        timer = loop.schedule(afterMillis: ms) { [weak self] in
+            guard let self else { return }
+            self.timer = nil
+            self.socketAction(veil_curl_socket_timeout(), 0)
+        }
+    }
+
+    fileprivate func socketReady(_ fd: Int32, _ events: IOEvents) {
+        var flags: Int32 = 0
+        let raw = events.rawValue
+        let rdhup: UInt32 = 0x2000, err: UInt32 = 0x008, hup: UInt32 = 0x010   // EPOLLRDHUP, EPOLLERR, EPOLLHUP
+        if events.contains(.readable) || raw & (rdhup | hup) != 0 { flags |= veil_curl_cselect_in() }
+        if events.contains(.writable) { flags |= veil_curl_cselect_out() }
+        if raw & err != 0 {
+            // ERR alone makes libcurl fail without looking; with IN/OUT it reads the real error.
+            flags |= veil_curl_cselect_err() | veil_curl_cselect_in() | veil_curl_cselect_out()
+        }
+        socketAction(fd, flags)
+    }
+
+    private func socketAction(_ fd: curl_socket_t, _ flags: Int32) {
+        guard let m = multi else { return }
+        curlDepth += 1
+        _ = curl_multi_socket_action(m, fd, flags, &running)
+        curlDepth -= 1
+        settle()
+    }
+
+    /// Runs libcurl calls that `f` makes with callbacks possible, then settles.
+    fileprivate func insideCurl(_ f: () -> Void) {
+        curlDepth += 1
+        f()
+        curlDepth -= 1
+        settle()
+    }
+
+    fileprivate func whenOutsideCurl(_ op: @escaping () -> Void) {
+        if curlDepth == 0 { op() } else { deferred.append(op) }
+    }
+
+    /// After the outermost libcurl call: run queued work and finish completed transfers.
+    private func settle() {
+        guard curlDepth == 0, !settling else { return }
+        settling = true
+        defer { settling = false }
+        repeat {
+            while !deferred.isEmpty {
+                let ops = deferred
+                deferred.removeAll()
+                for op in ops { op() }
+            }
+            drainMessages()
+        } while !deferred.isEmpty
+    }
+
+    private func drainMessages() {
+        guard let m = multi else { return }
+        var left: Int32 = 0
+        while let msg = curl_multi_info_read(m, &left) {
+            guard veil_curlmsg_is_done(msg) != 0, let easy = veil_curlmsg_easy(msg) else { continue }
+            let code = veil_curlmsg_result(msg)
+            guard let t = transfers[easy] else { continue }
+            let outcome = t.outcome(code)
+            if outcome == nil && !t.isFinished { t.deliverHeadIfNeeded() }
+            remove(t)
+            t.finish(outcome)
+        }
+    }
+}
+
+/// One upstream socket registered with the loop on libcurl's behalf.
+final class CurlSocketWatcher: IOHandler {
+    let fd: Int32
+    weak var client: UpstreamClient?
+    init(fd: Int32, client: UpstreamClient) { self.fd = fd; self.client = client }
+    func ioReady(_ events: IOEvents) { client?.socketReady(fd, events) }
+}
+
+/// One request: an easy handle plus its header list, and the delegate's state machine.
+/// Loop-thread only (`@unchecked Sendable` for the same reason as the client).
+final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
+    weak var client: UpstreamClient?
+    private var delegate: UpstreamDelegate?
+    private(set) var easy: UnsafeMutableRawPointer?
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var errorBuffer: UnsafeMutablePointer<CChar>?
+    var added = false
+
+    private let maxBytes: Int?
+    private let stallMillis: Int
+    private var lastActivity: UInt64 = 0
+    private var uploaded: Int64 = 0
+    private var stallTimer: LoopTimer?
+    private var received = 0
+    private let urlHost: String
+    private let allowList: [String]
+
+    // response head being collected
+    private var blockStatus: Int?
+    private var blockFields: [(name: String, value: String)] = []
+    private var headDelivered = false
+
+    // delegate state
+    private(set) var isFinished = false           // no more head/data; finish sent or queued
+    private var finishSent = false
+    private var inDelegate = false
+    private var queuedFinish: UpstreamError?? = nil
+    private var abortReason: UpstreamError?
+    private var refusedReason: String?
+
+    // pause state
+    private var wantPaused = false
+    private var curlPaused = false
+    private var inOwnCallback = false
+    private var resumeTimer: LoopTimer?
+
+    init(client: UpstreamClient, request: UpstreamRequest, delegate: UpstreamDelegate) {
+        self.client = client
+        self.delegate = delegate
+        maxBytes = request.maxResponseBytes
+        stallMillis = max(0, request.stallTimeoutMillis)
+        allowList = request.addressAllowList
+        urlHost = CurlTransfer.parseURL(request.url)?.host ?? ""
+    }
+
+    // MARK: configuration
+
+    /// Creates and configures the easy handle; an error when the request can't be sent at all.
+    func configure(_ r: UpstreamRequest, _ s: UpstreamClientSettings) -> UpstreamError? {
+        guard let parts = CurlTransfer.parseURL(r.url) else { return .refused("malformed URL") }
+        let schemes = r.allowedSchemes.map { $0.lowercased() }
+        guard schemes.contains(parts.scheme) else { return .refused("scheme \(parts.scheme) not allowed") }
+        guard let h = curl_easy_init() else { return .connect("curl_easy_init failed") }
+        easy = h
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        func long(_ o: CURLoption, _ v: Int) -> Bool { veil_easy_setopt_long(h, o, v) == CURLE_OK }
+        func str(_ o: CURLoption, _ v: String) -> Bool { veil_easy_setopt_string(h, o, v) == CURLE_OK }
+
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer!.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        _ = veil_easy_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
+
+        guard str(CURLOPT_URL, r.url) else { return .refused("URL rejected by libcurl") }
+        let proto = schemes.joined(separator: ",")
+        guard str(CURLOPT_PROTOCOLS_STR, proto), str(CURLOPT_REDIR_PROTOCOLS_STR, proto) else {
+            return .refused("unsupported scheme list \(proto)")
+        }
+        _ = long(CURLOPT_NOSIGNAL, 1)
+        _ = long(CURLOPT_FOLLOWLOCATION, 0)
+        _ = long(CURLOPT_TCP_NODELAY, 1)
+        _ = long(CURLOPT_TCP_KEEPALIVE, 1)
+        _ = long(CURLOPT_TCP_KEEPIDLE, max(1, s.tcpKeepAliveIdleSeconds))
+        _ = long(CURLOPT_TCP_KEEPINTVL, max(1, s.tcpKeepAliveIdleSeconds / 2))
+        _ = long(CURLOPT_BUFFERSIZE, s.bufferSize)
+        _ = long(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
+        if parts.scheme == "https" { _ = long(CURLOPT_PIPEWAIT, 1) }   // wait to multiplex over h2
+        if !s.useEnvironmentProxy { _ = str(CURLOPT_PROXY, "") }
+        if let ca = s.caInfoPath { _ = str(CURLOPT_CAINFO, ca) }
+        if s.verbose { _ = long(CURLOPT_VERBOSE, 1) }
+        _ = long(CURLOPT_CONNECTTIMEOUT_MS, max(1, r.connectTimeoutMillis))
+        _ = long(CURLOPT_TIMEOUT_MS, max(0, r.timeoutMillis))
+        if r.stallTimeoutMillis > 0 {
+            // Not CURLOPT_LOW_SPEED_*: libcurl averages speed over a window of seconds, so it
+            // misses a stall right after a burst and kills streams whose keep-alive pings are
+            // sparser than 1 byte/s. Our own timer measures the time since the last byte moved;
+            // the progress callback reports upload progress.
+            _ = long(CURLOPT_NOPROGRESS, 0)
+            _ = veil_easy_setopt_xferinfocb(h) { clientp, _, _, _, ulnow in
+                guard let clientp else { return 0 }
+                Unmanaged<CurlTransfer>.fromOpaque(clientp).takeUnretainedValue().uploadProgress(ulnow)
+                return 0
+            }
+            _ = veil_easy_setopt_pointer(h, CURLOPT_XFERINFODATA, me)
+        }
+        if let cap = r.maxResponseBytes {
+            _ = veil_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(max(0, cap)))
+        }
+        if r.refusePrivateAddresses {
+            _ = veil_easy_setopt_opensocketcb(h) { clientp, _, address in
+                guard let clientp, let address else { return veil_curl_socket_bad() }
+                return Unmanaged<CurlTransfer>.fromOpaque(clientp).takeUnretainedValue().openSocket(address)
+            }
+            _ = veil_easy_setopt_pointer(h, CURLOPT_OPENSOCKETDATA, me)
+            // A cached connection was checked for another request: never share them.
+            _ = long(CURLOPT_FRESH_CONNECT, 1)
+            _ = long(CURLOPT_FORBID_REUSE, 1)
+        }
+
+        // Method and body.
+        let method = r.method.uppercased()
+        switch method {
+        case "GET" where r.body.isEmpty:
+            _ = long(CURLOPT_HTTPGET, 1)
+        case "HEAD" where r.body.isEmpty:
+            _ = long(CURLOPT_NOBODY, 1)
+        default:
+            if method == "POST" || method == "PUT" || method == "PATCH" || !r.body.isEmpty {
+                _ = veil_easy_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(r.body.count))
+                // libcurl copies the bytes: the caller's array need not outlive this call.
+                let rc = r.body.withUnsafeBufferPointer { b -> CURLcode in
+                    if let base = b.baseAddress, b.count > 0 {
+                        return veil_easy_setopt_pointer(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: base))
+                    }
+                    return veil_easy_setopt_string(h, CURLOPT_COPYPOSTFIELDS, "")
+                }
+                guard rc == CURLE_OK else { return .connect("cannot set request body") }
+            }
+            if method != "POST" { _ = str(CURLOPT_CUSTOMREQUEST, method) }
+        }
+
+        // Headers: the caller's, plus suppression of what libcurl would add on its own.
+        var list: UnsafeMutablePointer<curl_slist>?
+        func append(_ line: String) { list = curl_slist_append(list, line) }
+        var given = Set<String>()
+        for (name, value) in r.headers {
+            let n = CurlTransfer.clean(name).trimmingSpaces
+            guard !n.isEmpty, !n.contains(":") else { continue }
+            let v = CurlTransfer.clean(value).trimmingSpaces
+            given.insert(n.lowercased())
+            append(v.isEmpty ? "\(n);" : "\(n): \(v)")   // "Name;" is libcurl's syntax for an empty value
+        }
+        if !given.contains("accept") { append("Accept:") }            // libcurl would send "*/*"
+        if !given.contains("expect") { append("Expect:") }            // no 100-continue round trip
+        if !given.contains("content-type") && method == "POST" {
+            append("Content-Type:")                                    // not x-www-form-urlencoded
+        }
+        headerList = list
+        _ = veil_easy_setopt_slist(h, CURLOPT_HTTPHEADER, list)
+
+        _ = veil_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION) { p, size, n, ud in
+            guard let ud else { return 0 }
+            return Unmanaged<CurlTransfer>.fromOpaque(ud).takeUnretainedValue().onHeader(p, size * n)
+        }
+        _ = veil_easy_setopt_pointer(h, CURLOPT_HEADERDATA, me)
+        _ = veil_easy_setopt_datacb(h, CURLOPT_WRITEFUNCTION) { p, size, n, ud in
+            guard let ud else { return 0 }
+            return Unmanaged<CurlTransfer>.fromOpaque(ud).takeUnretainedValue().onData(p, size * n)
+        }
+        _ = veil_easy_setopt_pointer(h, CURLOPT_WRITEDATA, me)
+        return nil
+    }
+
+    /// Scheme (lowercased) and host (no brackets) as libcurl parses them.
+    static func parseURL(_ url: String) -> (scheme: String, host: String)? {
+        guard let u = curl_url() else { return nil }
+        defer { curl_url_cleanup(u) }
+        guard curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK else { return nil }
+        func get(_ part: CURLUPart) -> String? {
+            var out: UnsafeMutablePointer<CChar>?
+            guard curl_url_get(u, part, &out, 0) == CURLUE_OK, let out else { return nil }
+            defer { curl_free(out) }
+            return String(cString: out)
+        }
+        guard let scheme = get(CURLUPART_SCHEME), let host = get(CURLUPART_HOST) else { return nil }
+        return (scheme.lowercased(), AddressPolicy.normalizeHost(host))
+    }
+
+    /// Header text without CR, LF or NUL (no header injection).
+    static func clean(_ s: String) -> String {
+        String(String.UnicodeScalarView(s.unicodeScalars.map { $0 == "\r" || $0 == "\n" || $0 == "\0" ? " " : $0 }))
+    }
+
+    func releaseCurl() {
+        if let h = easy { curl_easy_cleanup(h) }
+        easy = nil
+        if let l = headerList { curl_slist_free_all(l) }
+        headerList = nil
+        errorBuffer?.deallocate()
+        errorBuffer = nil
+        resumeTimer?.cancel()
+        resumeTimer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
+    }
+
+    deinit { releaseCurl() }
+
+    // MARK: stall detection
+
+    private func touch() {
+        if stallMillis > 0, let loop = client?.loop { lastActivity = loop.now }
+    }
+
+    fileprivate func uploadProgress(_ ulnow: curl_off_t) {
+        if Int64(ulnow) != uploaded { uploaded = Int64(ulnow); touch() }
+    }
+
+    /// Starts the stall clock (when the transfer enters the multi).
+    func armStallTimer() {
+        guard stallMillis > 0, let loop = client?.loop else { return }
+        lastActivity = EventLoop.monotonicMillis()
+        scheduleStallCheck(after: stallMillis, loop)
+    }
+
+    private func scheduleStallCheck(after ms: Int, _ loop: EventLoop) {
+        stallTimer = loop.schedule(afterMillis: ms) { [weak self] in self?.stallCheck() }
+    }
+
+    private func stallCheck() {
+        stallTimer = nil
+        guard !isFinished, let loop = client?.loop else { return }
+        let now = EventLoop.monotonicMillis()
+        if wantPaused || curlPaused { lastActivity = now }   // our own back-pressure is no stall
+        let due = lastActivity + UInt64(stallMillis)
+        if now >= due {
+            abort(.timeout("no data moved for \(stallMillis) ms"))
+        } else {
+            scheduleStallCheck(after: Int(due - now), loop)
+        }
+    }
+
+    /// Ends the transfer from outside libcurl's callbacks with `reason`.
+    private func abort(_ reason: UpstreamError) {
+        guard !isFinished else { return }
+        isFinished = true
+        abortReason = reason
+        client?.detach(self)
+        finish(reason)
+    }
+
+    // MARK: libcurl callbacks (inside curl_multi_socket_action / curl_easy_pause)
+
+    private func openSocket(_ address: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        let n = Int(veil_curl_sockaddr_ip(address, &bytes))
+        let ip = Array(bytes.prefix(n))
+        if n == 0 {
+            refusedReason = "unsupported address family \(address.pointee.family)"
+            return veil_curl_socket_bad()
+        }
+        if let why = AddressPolicy.refusal(address: ip, host: urlHost, allowList: allowList) {
+            refusedReason = why
+            return veil_curl_socket_bad()
+        }
+        return veil_curl_open_socket(address)
+    }
+
+    private func onHeader(_ p: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int {
+        if isFinished { return 0 }                 // cancelled: abort the transfer
+        touch()
+        if headDelivered { return len }           // trailers: not forwarded
+        guard let p else { return len }
+        var line = String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+        while let last = line.last, last == "\r" || last == "\n" || last == "\r\n" { line.removeLast() }
+        if line.isEmpty {
+            // End of a header block. 1xx interim responses are skipped.
+            if let s = blockStatus, s >= 100 && s < 200 && s != 101 {
+                blockStatus = nil
+                blockFields.removeAll()
+                return len
+            }
+            inOwnCallback = true
+            deliverHeadIfNeeded()
+            inOwnCallback = false
+            if isFinished { return 0 }
+            applyPauseInsideCallback()
+            return len
+        }
+        if line.hasPrefix("HTTP/") {
+            let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+            blockStatus = parts.count > 1 ? Int(parts[1]) : nil
+            blockFields.removeAll()
+        } else if let first = line.first, first == " " || first == "\t" {
+            if !blockFields.isEmpty { blockFields[blockFields.count - 1].value += " " + line.trimmingSpaces }
+        } else if let colon = line.firstIndex(of: ":") {
+            blockFields.append((String(line[..<colon]).trimmingSpaces, String(line[line.index(after: colon)...]).trimmingSpaces))
+        }
+        return len
+    }
+
+    private func onData(_ p: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int {
+        if isFinished { return 0 }                 // cancelled: abort (CURLE_WRITE_ERROR)
+        if wantPaused {
+            // Paused from outside libcurl before it noticed: let libcurl keep these bytes.
+            curlPaused = true
+            return veil_curl_writefunc_pause()
+        }
+        touch()
+        inOwnCallback = true
+        defer { inOwnCallback = false }
+        deliverHeadIfNeeded()
+        if isFinished { return 0 }
+        if let cap = maxBytes, received + len > cap {
+            abortReason = .tooLarge
+            return 0
+        }
+        received += len
+        if len > 0 {
+            callDelegate { $0.upstreamDidReceive(UnsafeRawBufferPointer(start: p, count: len)) }
+        }
+        if isFinished { return 0 }
+        inOwnCallback = false
+        applyPauseInsideCallback()
+        return len
+    }
+
+    /// pause() was called during one of this transfer's callbacks: pausing from there is allowed.
+    private func applyPauseInsideCallback() {
+        if wantPaused && !curlPaused, let h = easy {
+            curlPaused = true
+            _ = curl_easy_pause(h, veil_curlpause_recv())
+        }
+    }
+
+    // MARK: delegate
+
+    func deliverHeadIfNeeded() {
+        guard !headDelivered, !isFinished, let h = easy else { return }
+        headDelivered = true
+        var version = 0
+        _ = veil_easy_getinfo_long(h, CURLINFO_HTTP_VERSION, &version)
+        var status = blockStatus ?? 0
+        if status == 0 { _ = veil_easy_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status) }
+        let head = UpstreamResponseHead(status: status, headers: blockFields,
+                                        httpVersion: version >= Int(CURL_HTTP_VERSION_2_0) ? 2 : 1)
+        blockFields.removeAll()
+        callDelegate { $0.upstreamDidReceiveHead(head) }
+    }
+
+    private func callDelegate(_ body: (UpstreamDelegate) -> Void) {
+        guard !isFinished, let d = delegate else { return }
+        inDelegate = true
+        body(d)
+        inDelegate = false
+        if let queued = queuedFinish {
+            queuedFinish = nil
+            finish(queued)
+        }
+    }
+
+    /// Sends the final event once. Inside one of this delegate's callbacks it is sent right after
+    /// that callback returns (no nested delegate calls).
+    func finish(_ error: UpstreamError?) {
+        isFinished = true
+        guard !finishSent else { return }
+        if inDelegate {
+            if queuedFinish == nil { queuedFinish = .some(error) }
+            return
+        }
+        finishSent = true
+        let d = delegate
+        delegate = nil
+        resumeTimer?.cancel()
+        resumeTimer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
+        d?.upstreamDidFinish(error)
+    }
+
+    /// The delegate's outcome for a completed transfer.
+    func outcome(_ code: CURLcode) -> UpstreamError? {
+        if let r = abortReason { return r }
+        if code == CURLE_OK { return nil }
+        // opensocket refusing every address makes libcurl report COULDNT_CONNECT.
+        if let r = refusedReason, code == CURLE_COULDNT_CONNECT, !headDelivered { return .refused(r) }
+        var detail = String(cString: curl_easy_strerror(code))
+        if let b = errorBuffer, b.pointee != 0 { detail += ": " + String(cString: b) }
+        switch code {
+        case CURLE_OPERATION_TIMEDOUT:
+            return .timeout(detail)
+        case CURLE_FILESIZE_EXCEEDED:
+            return .tooLarge
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            return .refused(detail)
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY,
+             CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM,
+             CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+             CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_GOT_NOTHING,
+             CURLE_URL_MALFORMAT:
+            return .connect(detail)
+        case CURLE_WEIRD_SERVER_REPLY, CURLE_PARTIAL_FILE, CURLE_BAD_CONTENT_ENCODING:
+            return .broken(detail)
+        default:
+            // RECV_ERROR, SEND_ERROR, HTTP2, HTTP2_STREAM, WRITE_ERROR …
+            return headDelivered ? .broken(detail) : .connect(detail)
+        }
+    }
+
+    // MARK: UpstreamTransfer
+
+    func pause() {
+        guard !isFinished, !wantPaused else { return }
+        wantPaused = true
+        resumeTimer?.cancel()
+        resumeTimer = nil
+        guard let client, added, !curlPaused else { return }   // not running yet: onData pauses
+        if inOwnCallback { return }                           // applied when the callback returns
+        client.whenOutsideCurl { [weak self, weak client] in
+            guard let self, let client, self.wantPaused, !self.curlPaused, !self.isFinished, let h = self.easy else { return }
+            self.curlPaused = true
+            client.insideCurl { _ = curl_easy_pause(h, veil_curlpause_recv()) }
+        }
+    }
+
+    /// Unpausing makes libcurl hand over what it held back at once, through the write callback;
+    /// that happens on the next loop tick so the delegate is not re-entered from `resume()`.
+    func resume() {
+        guard !isFinished, wantPaused else { return }
+        wantPaused = false
+        guard resumeTimer == nil, let client else { return }
+        resumeTimer = client.loop.schedule(afterMillis: 0) { [weak self] in
+            guard let self else { return }
+            self.resumeTimer = nil
+            self.client?.whenOutsideCurl { [weak self] in self?.unpauseNow() }
+        }
+    }
+
+    private func unpauseNow() {
+        guard !isFinished, !wantPaused, curlPaused, let h = easy, let client else { return }
+        curlPaused = false
+        client.insideCurl { _ = curl_easy_pause(h, veil_curlpause_cont()) }
+    }
+
+    func cancel() { abort(.cancelled) }
+}

@@ -1,0 +1,560 @@
+import Dispatch
+import Glibc
+import Reactor
+import Synchronization
+import Testing
+@testable import Upstream
+
+private func ok(_ conn: ServerConn, _ body: String, extra: String = "") {
+    conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)")
+}
+private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+@Suite(.serialized) struct UpstreamClientTests {
+
+    @Test func getReturnsHeadAndBody() {
+        let server = TestServer { conn, _ in ok(conn, "hello", extra: "X-Test: yes\r\n"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: server.url + "/models"), rec)
+        #expect(rec.waitFinished())
+        let s = rec.snapshot
+        #expect(s.finishes.count == 1)
+        #expect(s.finishes.first! == nil)
+        #expect(s.head?.status == 200)
+        #expect(s.head?.httpVersion == 1)
+        #expect(s.head?.header("x-test") == "yes")
+        #expect(s.head?.header("content-length") == "5")
+        #expect(rec.bodyText == "hello")
+        #expect(server.lastRequest?.method == "GET")
+        #expect(server.lastRequest?.path == "/models")
+        // libcurl's default "Accept: */*" is suppressed when the caller gives none.
+        #expect(server.lastRequest?.header("accept") == nil)
+        #expect(h.onLoop { h.client.activeTransfers } == 0)
+    }
+
+    @Test func postBodyAndHeadersArriveIntact() {
+        let server = TestServer { conn, req in
+            conn.send("HTTP/1.1 201 Created\r\nContent-Length: \(req.body.count)\r\n\r\n")
+            conn.send(req.body)
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        var body = [UInt8]()
+        for i in 0..<200_000 { body.append(UInt8(truncatingIfNeeded: i &* 31 &+ i >> 8)) }   // includes zeros
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "POST", url: server.url + "/v1/chat",
+                                  headers: [("Authorization", "Bearer k"), ("X-Veil", "1"), ("Content-Type", "application/json"),
+                                            ("X-Bad", "a\r\nInjected: yes")],
+                                  body: body)
+        req.timeoutMillis = 10_000
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(rec.snapshot.head?.status == 201)
+        #expect(rec.snapshot.body == body)
+        let got = server.lastRequest
+        #expect(got?.method == "POST")
+        #expect(got?.body == body)
+        #expect(got?.header("authorization") == "Bearer k")
+        #expect(got?.header("x-veil") == "1")
+        #expect(got?.header("content-type") == "application/json")
+        #expect(got?.header("expect") == nil)
+        #expect(got?.header("injected") == nil)
+        #expect(got?.header("accept") == nil)
+    }
+
+    @Test func otherMethodsAndNoSurpriseContentType() {
+        let server = TestServer { conn, _ in ok(conn, "ok"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "POST", url: server.url + "/p", headers: [("Accept", "text/event-stream")], body: Array("x=1".utf8)), rec)
+        #expect(rec.waitFinished())
+        #expect(server.lastRequest?.header("content-type") == nil)   // not x-www-form-urlencoded
+        #expect(server.lastRequest?.header("accept") == "text/event-stream")
+        let rec2 = Recorder()
+        h.start(UpstreamRequest(method: "DELETE", url: server.url + "/d"), rec2)
+        #expect(rec2.waitFinished())
+        #expect(rec2.finishes.first! == nil)
+        #expect(server.lastRequest?.method == "DELETE")
+        let rec3 = Recorder()
+        h.start(UpstreamRequest(method: "PUT", url: server.url + "/u", body: Array("abc".utf8)), rec3)
+        #expect(rec3.waitFinished())
+        #expect(server.lastRequest?.method == "PUT")
+        #expect(server.lastRequest?.body == Array("abc".utf8))
+    }
+
+    @Test func interimResponsesAreSkipped() {
+        let server = TestServer { conn, _ in
+            conn.send("HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+            ok(conn, "final", extra: "X-Final: 1\r\n")
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(rec.waitFinished())
+        #expect(rec.snapshot.head?.status == 200)
+        #expect(rec.snapshot.head?.header("link") == nil)
+        #expect(rec.snapshot.head?.header("x-final") == "1")
+        #expect(rec.bodyText == "final")
+        #expect(rec.snapshot.headAfterData == false)
+    }
+
+    @Test func streamingDeliversFirstChunkBeforeSecondIsSent() {
+        let gotFirst = DispatchSemaphore(value: 0)
+        let secondSentAt = Shared<UInt64>(0)
+        let waitedOK = Shared<Bool>(false)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("data: one\n\n")
+            waitedOK.value = gotFirst.wait(timeout: .now() + 3) == .success
+            usleep(300_000)
+            secondSentAt.value = nowMillis()
+            conn.chunk("data: two\n\n")
+            conn.endChunks()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        rec.onData = { r, total in if total == "data: one\n\n".utf8.count { gotFirst.signal() } }
+        h.start(UpstreamRequest(method: "GET", url: server.url + "/stream"), rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(waitedOK.value, "first chunk did not reach the delegate before the second was sent")
+        let times = rec.snapshot.chunkTimes
+        #expect(times.count >= 2)
+        if let first = times.first { #expect(first.at < secondSentAt.value) }
+        #expect(rec.bodyText == "data: one\n\ndata: two\n\n")
+    }
+
+    @Test func pauseInsideCallbackStopsDataUntilResume() {
+        let allSent = DispatchSemaphore(value: 0)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk(String(repeating: "a", count: 100))
+            usleep(150_000)
+            for _ in 0..<20 { conn.chunk(String(repeating: "b", count: 1000)) }
+            conn.endChunks()
+            allSent.signal()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        rec.onData = { r, total in if total == 100 { r.transfer?.pause() } }
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(allSent.wait(timeout: .now() + 5) == .success)
+        usleep(500_000)
+        #expect(rec.snapshot.body.count == 100, "data arrived while paused")
+        #expect(rec.finishes.isEmpty)
+        h.onLoop { rec.transfer?.resume() }
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(rec.snapshot.body.count == 100 + 20_000)
+    }
+
+    @Test func pauseFromOutsideThenResume() {
+        let paused = DispatchSemaphore(value: 0)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("first")
+            _ = paused.wait(timeout: .now() + 3)
+            for _ in 0..<10 { conn.chunk(String(repeating: "c", count: 5000)) }
+            conn.endChunks()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        let firstSeen = DispatchSemaphore(value: 0)
+        rec.onData = { _, total in if total == 5 { firstSeen.signal() } }
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(firstSeen.wait(timeout: .now() + 5) == .success)
+        h.onLoop { rec.transfer?.pause() }
+        paused.signal()
+        usleep(500_000)
+        #expect(rec.snapshot.body.count == 5, "data arrived while paused")
+        // pause + resume + pause in one tick leaves it paused
+        h.onLoop { rec.transfer?.resume(); rec.transfer?.pause() }
+        usleep(200_000)
+        #expect(rec.snapshot.body.count == 5)
+        h.onLoop { rec.transfer?.resume() }
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(rec.snapshot.body.count == 5 + 50_000)
+    }
+
+    @Test func cancelInsideCallbackMidStream() {
+        let sawClose = Shared<Bool>(false)
+        let serverDone = DispatchSemaphore(value: 0)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("one")
+            var closed = false
+            for _ in 0..<60 where !closed {
+                if conn.waitForClose(millis: 50) { closed = true; break }
+                if !conn.chunk("more") { closed = true }
+            }
+            sawClose.value = closed
+            serverDone.signal()
+            return false
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        rec.onData = { r, _ in r.transfer?.cancel(); r.transfer?.cancel() }
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(rec.waitFinished())
+        #expect(serverDone.wait(timeout: .now() + 5) == .success)
+        #expect(sawClose.value)
+        usleep(100_000)
+        let s = rec.snapshot
+        #expect(s.finishes.count == 1)
+        #expect(s.finishes.first! == .cancelled)
+        #expect(s.eventsAfterFinish == 0)
+        #expect(rec.bodyText == "one")
+        #expect(h.onLoop { h.client.activeTransfers } == 0)
+    }
+
+    @Test func cancelFromOutsideIsImmediateAndOnce() {
+        let sawClose = Shared<Bool>(false)
+        let serverDone = DispatchSemaphore(value: 0)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("one")
+            sawClose.value = conn.waitForClose(millis: 3000)
+            serverDone.signal()
+            return false
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        let first = DispatchSemaphore(value: 0)
+        rec.onData = { _, _ in first.signal() }
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(first.wait(timeout: .now() + 5) == .success)
+        let countRightAfter = h.onLoop { () -> Int in
+            let t = rec.transfer
+            t?.cancel()
+            t?.cancel()
+            t?.pause(); t?.resume()
+            return rec.finishes.count
+        }
+        #expect(countRightAfter == 1)
+        #expect(serverDone.wait(timeout: .now() + 5) == .success)
+        #expect(sawClose.value)
+        #expect(rec.finishes == [.cancelled])
+        #expect(h.onLoop { h.client.activeTransfers } == 0)
+    }
+
+    @Test func cancelInHeadCallbackAndStartFromFinish() {
+        let server = TestServer { conn, req in
+            if req.path == "/slow" {
+                conn.send(chunkedHead); conn.chunk("x")
+                _ = conn.waitForClose(millis: 3000)
+                return false
+            }
+            ok(conn, "second")
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        let rec2 = Recorder()
+        rec.onHead = { r in r.transfer?.cancel() }
+        rec.onFinish = { _ in
+            // Starting a new transfer from inside a finish callback must work.
+            rec2.transfer = h.client.start(UpstreamRequest(method: "GET", url: server.url + "/next"), delegate: rec2)
+        }
+        h.start(UpstreamRequest(method: "GET", url: server.url + "/slow"), rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes == [.cancelled])
+        #expect(rec.snapshot.body.isEmpty)
+        #expect(rec2.waitFinished())
+        #expect(rec2.finishes.first! == nil)
+        #expect(rec2.bodyText == "second")
+    }
+
+    @Test func connectionRefusedIsConnectError() {
+        // A bound but not listening socket: connecting to it is refused.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let port = Socket.localPort(fd)
+        defer { close(fd) }
+        let h = LoopHarness()
+        defer { h.shutdown() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: "http://127.0.0.1:\(port)/"), rec)
+        #expect(rec.waitFinished())
+        guard case .connect? = rec.finishes.first! else {
+            Issue.record("expected .connect, got \(String(describing: rec.finishes))"); return
+        }
+        #expect(rec.snapshot.head == nil)
+    }
+
+    @Test func schemeNotAllowedIsRefusedAsynchronously() {
+        let h = LoopHarness()
+        defer { h.shutdown() }
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: "http://127.0.0.1:1/")
+        req.allowedSchemes = ["https"]
+        let frozen = req
+        let immediate = h.onLoop { () -> Int in
+            rec.transfer = h.client.start(frozen, delegate: rec)
+            return rec.finishes.count
+        }
+        #expect(immediate == 0)
+        #expect(rec.waitFinished())
+        guard case .refused? = rec.finishes.first! else { Issue.record("expected .refused"); return }
+        let rec2 = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: "ftp://127.0.0.1/x"), rec2)
+        #expect(rec2.waitFinished())
+        guard case .refused? = rec2.finishes.first! else { Issue.record("expected .refused for ftp"); return }
+    }
+
+    @Test func stallIsTimeout() {
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("start")
+            _ = conn.waitForClose(millis: 5000)
+            return false
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: server.url)
+        req.stallTimeoutMillis = 1000
+        let t0 = nowMillis()
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        let elapsed = nowMillis() - t0
+        guard case .timeout? = rec.finishes.first! else { Issue.record("expected .timeout, got \(String(describing: rec.finishes))"); return }
+        #expect(elapsed >= 900 && elapsed < 3500, "elapsed \(elapsed) ms")
+        #expect(rec.bodyText == "start")
+    }
+
+    @Test func sparseBytesAndPausesAreNotStalls() {
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            for _ in 0..<4 { conn.chunk(":"); usleep(400_000) }   // a ping every 400 ms, < 1 byte/s on average
+            conn.chunk("end")
+            conn.endChunks()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: server.url)
+        req.stallTimeoutMillis = 1000
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+        #expect(rec.bodyText == "::::end")
+
+        // Paused by us for longer than the stall timeout: not the upstream's fault.
+        let paused = Recorder()
+        paused.onData = { r, total in if total == 1 { r.transfer?.pause() } }
+        h.start(req, paused)
+        usleep(2_000_000)
+        #expect(paused.finishes.isEmpty)
+        h.onLoop { paused.transfer?.resume() }
+        #expect(paused.waitFinished())
+        #expect(paused.finishes.first! == nil)
+        #expect(paused.bodyText == "::::end")
+    }
+
+    @Test func totalTimeoutIsTimeout() {
+        let server = TestServer { conn, _ in
+            _ = conn.waitForClose(millis: 5000)   // never answers
+            return false
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: server.url)
+        req.timeoutMillis = 400
+        let t0 = nowMillis()
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        guard case .timeout? = rec.finishes.first! else { Issue.record("expected .timeout, got \(String(describing: rec.finishes))"); return }
+        #expect(nowMillis() - t0 < 2000)
+    }
+
+    @Test func maxResponseBytesIsTooLarge() {
+        let big = String(repeating: "z", count: 10_000)
+        let server = TestServer { conn, req in
+            if req.path == "/cl" { ok(conn, big); return true }
+            conn.send(chunkedHead)
+            for _ in 0..<10 { conn.chunk(String(repeating: "z", count: 1000)) }
+            conn.endChunks()
+            return true
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        for path in ["/cl", "/chunked"] {
+            let rec = Recorder()
+            var req = UpstreamRequest(method: "GET", url: server.url + path)
+            req.maxResponseBytes = 2500
+            h.start(req, rec)
+            #expect(rec.waitFinished())
+            #expect(rec.finishes == [.tooLarge], "\(path)")
+            #expect(rec.snapshot.body.count <= 2500)
+        }
+        // At the limit exactly is fine.
+        let rec = Recorder()
+        var req = UpstreamRequest(method: "GET", url: server.url + "/chunked")
+        req.maxResponseBytes = 10_000
+        h.start(req, rec)
+        #expect(rec.waitFinished())
+        #expect(rec.finishes.first! == nil)
+    }
+
+    @Test func truncatedBodyIsBroken() {
+        let server = TestServer { conn, _ in
+            conn.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
+            return false
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        #expect(rec.waitFinished())
+        guard case .broken? = rec.finishes.first! else { Issue.record("expected .broken, got \(String(describing: rec.finishes))"); return }
+        #expect(rec.bodyText == "only-part")
+    }
+
+    @Test func privateAddressesRefusedUnlessAllowListed() {
+        let server = TestServer { conn, _ in ok(conn, "inside"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+
+        var req = UpstreamRequest(method: "GET", url: server.url)
+        req.refusePrivateAddresses = true
+        let refused = Recorder()
+        h.start(req, refused)
+        #expect(refused.waitFinished())
+        guard case .refused(let why)? = refused.finishes.first! else {
+            Issue.record("expected .refused, got \(String(describing: refused.finishes))"); return
+        }
+        #expect(why.contains("127.0.0.1"))
+        #expect(server.accepts.load(ordering: .relaxed) == 0)
+
+        for allow in [["127.0.0.0/8"], ["127.0.0.1"], ["::ffff:127.0.0.1"]] {
+            req.addressAllowList = allow
+            let allowed = Recorder()
+            h.start(req, allowed)
+            #expect(allowed.waitFinished())
+            #expect(allowed.finishes.first! == nil, "allow list \(allow)")
+            #expect(allowed.bodyText == "inside")
+        }
+
+        var byName = UpstreamRequest(method: "GET", url: "http://localhost:\(server.port)/")
+        byName.refusePrivateAddresses = true
+        let r1 = Recorder()
+        h.start(byName, r1)
+        #expect(r1.waitFinished())
+        guard case .refused? = r1.finishes.first! else { Issue.record("localhost not refused"); return }
+        byName.addressAllowList = ["LOCALHOST"]
+        let r2 = Recorder()
+        h.start(byName, r2)
+        #expect(r2.waitFinished())
+        #expect(r2.finishes.first! == nil)
+        #expect(r2.bodyText == "inside")
+    }
+
+    @Test func keepAliveReusesOneConnection() {
+        let server = TestServer { conn, _ in ok(conn, "k"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        for _ in 0..<3 {
+            let rec = Recorder()
+            h.start(UpstreamRequest(method: "GET", url: server.url + "/again"), rec)
+            #expect(rec.waitFinished())
+            #expect(rec.finishes.first! == nil)
+            #expect(rec.bodyText == "k")
+        }
+        #expect(server.accepts.load(ordering: .relaxed) == 1)
+        #expect(server.requests.withLock { $0.count } == 3)
+    }
+
+    @Test func manyConcurrentTransfers() {
+        let server = TestServer { conn, req in usleep(20_000); ok(conn, req.path); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let recs = (0..<30).map { _ in Recorder() }
+        h.onLoop {
+            for (i, r) in recs.enumerated() {
+                r.transfer = h.client.start(UpstreamRequest(method: "GET", url: server.url + "/r\(i)"), delegate: r)
+            }
+            return ()
+        }
+        for (i, r) in recs.enumerated() {
+            #expect(r.waitFinished())
+            #expect(r.finishes.first! == nil)
+            #expect(r.bodyText == "/r\(i)")
+        }
+        #expect(h.onLoop { h.client.activeTransfers } == 0)
+    }
+}
+
+@Suite struct AddressPolicyTests {
+    @Test(arguments: [
+        ("127.0.0.1", true), ("127.255.1.2", true), ("10.1.2.3", true), ("172.16.0.1", true),
+        ("172.31.255.255", true), ("172.32.0.1", false), ("172.15.0.1", false), ("192.168.1.1", true),
+        ("192.169.0.1", false), ("169.254.169.254", true), ("100.64.0.1", true), ("100.127.255.255", true),
+        ("100.128.0.1", false), ("100.63.255.255", false), ("0.0.0.0", true), ("0.1.2.3", true),
+        ("224.0.0.1", true), ("239.255.255.255", true), ("240.0.0.1", true), ("255.255.255.255", true),
+        ("8.8.8.8", false), ("1.1.1.1", false), ("93.184.216.34", false), ("11.0.0.1", false),
+        ("::1", true), ("::", true), ("fc00::1", true), ("fd12:3456::1", true), ("fe80::1", true),
+        ("febf::1", true), ("fec0::1", true), ("ff02::1", true),
+        ("::ffff:127.0.0.1", true), ("::ffff:10.0.0.1", true), ("::ffff:8.8.8.8", false),
+        ("::127.0.0.1", true), ("64:ff9b::10.0.0.1", true), ("64:ff9b::8.8.8.8", false),
+        ("2002:0a00:0001::", true), ("2002:0808:0808::", false),
+        ("2001:4860:4860::8888", false), ("2606:4700::1111", false), ("[::1]", true), ("fe80::1%eth0", true),
+    ])
+    func classification(address: String, nonPublic: Bool) throws {
+        let ip = try #require(AddressPolicy.parseIP(address))
+        #expect((AddressPolicy.nonPublicReason(ip) != nil) == nonPublic, "\(address)")
+    }
+
+    @Test func parseRejectsNonAddresses() {
+        #expect(AddressPolicy.parseIP("example.com") == nil)
+        #expect(AddressPolicy.parseIP("256.1.1.1") == nil)
+        #expect(AddressPolicy.parseIP("") == nil)
+        #expect(AddressPolicy.parseIP("1.2.3.4")?.count == 4)
+        #expect(AddressPolicy.parseIP("::1")?.count == 16)
+    }
+
+    @Test func allowList() throws {
+        let lo = try #require(AddressPolicy.parseIP("127.0.0.1"))
+        let mappedLo = try #require(AddressPolicy.parseIP("::ffff:127.0.0.1"))
+        let ten = try #require(AddressPolicy.parseIP("10.9.8.7"))
+        let v6lo = try #require(AddressPolicy.parseIP("::1"))
+        let pub = try #require(AddressPolicy.parseIP("8.8.8.8"))
+        #expect(AddressPolicy.refusal(address: pub, host: "dns.google", allowList: []) == nil)
+        #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: []) != nil)
+        #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: ["127.0.0.0/8"]) == nil)
+        #expect(AddressPolicy.refusal(address: mappedLo, host: "x", allowList: ["127.0.0.0/8"]) == nil)
+        #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: ["::ffff:127.0.0.0/104"]) == nil)
+        #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: ["127.0.0.2"]) != nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["10.9.0.0/16"]) == nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["10.8.0.0/16"]) != nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["10.0.0.0/7"]) == nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["0.0.0.0/0"]) == nil)
+        #expect(AddressPolicy.refusal(address: v6lo, host: "x", allowList: ["::1/128"]) == nil)
+        #expect(AddressPolicy.refusal(address: v6lo, host: "x", allowList: ["127.0.0.0/8"]) != nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "Internal.Example.", allowList: ["internal.example"]) == nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "other.example", allowList: ["internal.example"]) != nil)
+        #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["10.0.0.0/99"]) != nil)  // bad CIDR = a host name
+        #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: [])?.contains("loopback") == true)
+    }
+}
