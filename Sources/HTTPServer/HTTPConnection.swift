@@ -268,8 +268,10 @@ final class HTTPConnection: IOHandler {
         setInterest(want)
     }
 
-    private func setInterest(_ want: IOEvents) {
-        if want == interest && interest.rawValue != 0 { return }
+    private func setInterest(_ wanted: IOEvents) {
+        // Always told when the client hangs up, even while not reading (a stream in progress).
+        let want = wanted.union(.peerClosed)
+        if want == interest { return }
         interest = want
         loop.watch(fd, want, self)
     }

@@ -10,6 +10,9 @@ public struct IOEvents: OptionSet, Sendable {
     public static let writable = IOEvents(rawValue: EPOLLOUT.rawValue)
     /// Error or hang-up; always reported by epoll whether asked for or not.
     public static let hangup = IOEvents(rawValue: EPOLLERR.rawValue | EPOLLHUP.rawValue)
+    /// The peer shut down its sending side (EPOLLRDHUP). Opt-in: level-triggered, it would spin
+    /// for a watcher that does not read (libcurl watching a socket for writes only).
+    public static let peerClosed = IOEvents(rawValue: EPOLLRDHUP.rawValue)
 }
 
 /// Something that owns a file descriptor registered with a loop.
@@ -76,7 +79,7 @@ public final class EventLoop: @unchecked Sendable {
     public func watch(_ fd: Int32, _ events: IOEvents, _ handler: IOHandler) {
         let idx = Int(fd)
         if idx >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: max(idx + 1 - handlers.count, 64))) }
-        var ev = epoll_event(events: events.rawValue | EPOLLRDHUP.rawValue, data: epoll_data_t(fd: fd))
+        var ev = epoll_event(events: events.rawValue, data: epoll_data_t(fd: fd))
         let op = handlers[idx] == nil ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
         handlers[idx] = handler
         if epoll_ctl(epfd, op, fd, &ev) != 0 && veil_errno() == EEXIST {
