@@ -100,8 +100,8 @@ final class HTTPConnection: IOHandler {
     /// Runs the parser over buffered bytes while a request is being read.
     func processInput() {
         while !closed, state == .readingHead || state == .readingBody {
-            let avail = readBuf.count - readStart
-            if avail == 0 { break }
+            // With nothing buffered only a head already parsed can progress (to `.end`, no body).
+            if readBuf.count == readStart && state == .readingHead { break }
             var outcome: Result<(consumed: Int, event: HTTPParserEvent?), HTTPError> = .failure(HTTPError(400, "bad request"))
             let start = readStart
             readBuf.withUnsafeBytes { buf in

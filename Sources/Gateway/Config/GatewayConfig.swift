@@ -1,0 +1,134 @@
+import HTTPServer
+import HTTPWire
+
+/// Veil's whole configuration, checked once at start (and on SIGHUP). Defaults are documented
+/// in the README; every field maps to a key of `config/veil.yaml`.
+public struct GatewayConfig: Sendable {
+    public var listen = "0.0.0.0:8080"
+    /// Event loops; 0 = one per core.
+    public var workers = 0
+    public var upstream = UpstreamSettings()
+    public var limits = LimitSettings()
+    public var store = StoreSettings()
+    public var videos = VideoSettings()
+    public var characters = CharacterSettings()
+    public var teams: [Team] = []
+    public var log = LogSettings()
+    public var cors = CORSSettings()
+    public var metrics = MetricsSettings()
+    public var shutdownGraceMillis = 30_000
+
+    public init() {}
+
+    public struct UpstreamSettings: Sendable {
+        public var baseURL = "https://ai.yijiarj.cn"
+        public var apiKey = ""
+        public var connectTimeoutMillis = 5_000
+        public var requestTimeoutMillis = 600_000
+        /// No byte from the upstream for this long aborts the transfer (504).
+        public var stallTimeoutMillis = 120_000
+        /// Largest non-streamed upstream body Veil reads (JSON answers) → 502 past it.
+        public var maxResponseBytes = 8 * 1024 * 1024
+        /// The upstream's quirk: the key travels in the `size` form field of POST /v1/videos.
+        public var keyInSizeField = true
+    }
+
+    public struct LimitSettings: Sendable {
+        public var requestLineBytes = 8 * 1024
+        public var headerBytes = 32 * 1024
+        public var headerCount = 100
+        public var bodyBytes = 32 * 1024 * 1024
+        public var headerTimeoutMillis = 10_000
+        public var bodyTimeoutMillis = 30_000
+        public var idleTimeoutMillis = 75_000
+        public var maxConnections = 20_000
+        public var writeHighWaterBytes = 256 * 1024
+    }
+
+    public struct StoreSettings: Sendable {
+        public var path = "veil.sqlite3"
+    }
+
+    public struct VideoSettings: Sendable {
+        public var models = ["sora-2", "sora-2-pro"]
+        public var sizes = ["720x1280", "1280x720", "1024x1792", "1792x1024", "720x720"]
+        public var seconds = ["4", "8", "12"]
+        public var defaultModel = "sora-2"
+        public var defaultSize = "720x1280"
+        public var defaultSeconds = "4"
+        public var maxPromptChars = 8_000
+        public var maxImageBytes = 10 * 1024 * 1024
+        /// How long an upstream status answer is shared between polls of one video.
+        public var pollCacheMillis = 1_000
+        /// `openai-poll-after-ms` sent with unfinished videos.
+        public var pollAfterMillis = 2_000
+        public var imageFetch = ImageFetchSettings()
+    }
+
+    public struct ImageFetchSettings: Sendable {
+        public var allowHTTP = false
+        /// Hosts, IPs or CIDRs that may be fetched even though private/loopback.
+        public var allowPrivate: [String] = []
+        public var timeoutMillis = 10_000
+    }
+
+    public struct CharacterSettings: Sendable {
+        /// The upstream's `create_time` zone (IANA name or ±HH:MM).
+        public var timeZone = "Asia/Shanghai"
+    }
+
+    public struct Team: Sendable {
+        public var name: String
+        public var tokens: [TeamToken]
+        /// nil = every model allowed.
+        public var models: [String]?
+        public var requestsPerMinute: Int?
+        public var maxConcurrentStreams: Int?
+        public var maxVideosInFlight: Int?
+        public var videosPerDay: Int?
+    }
+
+    public struct TeamToken: Sendable {
+        /// Lower-case hex SHA-256 of the token.
+        public var sha256: String
+        /// Unix seconds after which the token is refused; nil = never.
+        public var expiresAt: Int?
+    }
+
+    public struct LogSettings: Sendable {
+        public var level = "info"
+        public var prompts = false
+        public var access = true
+    }
+
+    public struct CORSSettings: Sendable {
+        public var allowedOrigins: [String] = []
+        public var maxAgeSeconds = 600
+    }
+
+    public struct MetricsSettings: Sendable {
+        public var enabled = true
+        /// SHA-256 hex of a bearer token required for /metrics; nil = open.
+        public var tokenSHA256: String?
+    }
+
+    /// The server's connection settings derived from this configuration.
+    public func serverConfig(host: String, port: UInt16) -> ServerConfig {
+        var s = ServerConfig()
+        s.host = host
+        s.port = port
+        s.workers = workers
+        s.limits.maxRequestLineBytes = limits.requestLineBytes
+        s.limits.maxHeaderBytes = limits.headerBytes
+        s.limits.maxHeaderCount = limits.headerCount
+        s.limits.maxBodyBytes = limits.bodyBytes
+        s.headerTimeoutMillis = limits.headerTimeoutMillis
+        s.bodyTimeoutMillis = limits.bodyTimeoutMillis
+        s.idleTimeoutMillis = limits.idleTimeoutMillis
+        s.maxConnections = limits.maxConnections
+        s.writeHighWaterBytes = limits.writeHighWaterBytes
+        s.writeLowWaterBytes = max(1, limits.writeHighWaterBytes / 4)
+        s.errorBody = { status, message in ("application/json", APIError(status, message).body) }
+        return s
+    }
+}

@@ -1,0 +1,146 @@
+import HTTPWire
+import Translation
+import Upstream
+
+/// `POST /v1/chat/completions`. The caller's body goes upstream as is (only the key is Veil's).
+/// Streams are passed straight through as each chunk arrives — no re-encoding, no buffering of
+/// events — with the key redacted on the fly and the final `usage` read in passing. A slow
+/// client pauses the upstream transfer; a client that leaves cancels it.
+final class ChatProxy: UpstreamDelegate {
+    let x: Exchange
+    var transfer: UpstreamTransfer?
+    var redactor: KeyRedactor
+    var usageScanner = SSEUsageScanner()
+    var streaming = false
+    var headSent = false
+    var buffered: [UInt8] = []
+    var upstreamStatus = 0
+    let maxBuffered: Int
+
+    init(_ x: Exchange) {
+        self.x = x
+        redactor = KeyRedactor(secret: Array(x.snapshot.config.upstream.apiKey.utf8))
+        maxBuffered = x.snapshot.config.upstream.maxResponseBytes
+    }
+
+    static func start(_ x: Exchange) {
+        let info: (model: String?, stream: Bool)
+        do { info = try ChatRequestInfo.parse(x.request.body) } catch {
+            return x.fail(APIError(400, "The request body must be a JSON object with `model` and `messages`.", code: "invalid_json"))
+        }
+        guard let model = info.model, !model.isEmpty else {
+            return x.fail(APIError(400, "`model` is required.", param: "model", code: "missing_model"))
+        }
+        x.model = model
+        if let allowed = x.team?.models, !allowed.contains(model) {
+            return x.fail(APIError(403, "Model `\(model)` is not allowed for this team.", param: "model", code: "model_not_allowed"))
+        }
+        let p = ChatProxy(x)
+        let cfg = x.snapshot.config.upstream
+        var r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/chat/completions",
+                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, apiKey: cfg.apiKey, requestID: x.requestID),
+                                body: x.request.body)
+        r.connectTimeoutMillis = cfg.connectTimeoutMillis
+        r.timeoutMillis = cfg.requestTimeoutMillis
+        r.stallTimeoutMillis = cfg.stallTimeoutMillis
+        x.response.onClose = { [weak p] in p?.clientLeft() }
+        p.transfer = x.context.upstream.start(r, delegate: p)
+    }
+
+    func clientLeft() {
+        transfer?.cancel()
+    }
+
+    // MARK: UpstreamDelegate
+
+    func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
+        upstreamStatus = head.status
+        x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+        let ct = head.header("content-type")?.lowercased() ?? ""
+        streaming = head.status == 200 && ct.hasPrefix("text/event-stream")
+        guard streaming else { return }
+        // Headers go out at once: the client sees the stream open before the first event.
+        var h = HeaderPolicy.callerHeaders(from: head.headers, redact: x.log.redact)
+        h.replace("cache-control", "no-cache")
+        h.replace("x-accel-buffering", "no")
+        x.sendHead(200, headers: h)
+        headSent = true
+    }
+
+    func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
+        if streaming {
+            usageScanner.feed(bytes)
+            redactor.process(bytes) { x.write($0) }
+            if !x.response.isWritable {
+                transfer?.pause()
+                x.response.onWritable = { [weak self] in self?.transfer?.resume() }
+            }
+        } else {
+            if buffered.count + bytes.count > maxBuffered {
+                transfer?.cancel()
+                return
+            }
+            buffered.append(contentsOf: bytes)
+        }
+    }
+
+    func upstreamDidFinish(_ error: UpstreamError?) {
+        transfer = nil
+        if streaming {
+            redactor.finish { x.write($0) }
+            if let u = usageScanner.usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }
+            if let error, error != .cancelled || x.response.isOpen {
+                // Cut mid-stream: say so in a way the OpenAI SDKs raise, then end the stream cleanly.
+                let e = APIError.from(error)
+                x.errorCode = e.code
+                var event: [UInt8] = Array("data: ".utf8)
+                event += e.body
+                event += Array("\n\n".utf8)
+                event.withUnsafeBytes { x.write($0) }
+                x.end()
+            } else if error == .cancelled {
+                x.abandon("client_closed")
+            } else if !usageScanner.sawDone && x.response.isOpen {
+                let e = APIError(502, "The upstream ended the stream without [DONE].", code: "upstream_stream_incomplete")
+                x.errorCode = e.code
+                var event: [UInt8] = Array("data: ".utf8)
+                event += e.body
+                event += Array("\n\n".utf8)
+                event.withUnsafeBytes { x.write($0) }
+                x.end()
+            } else {
+                x.end()
+            }
+            return
+        }
+        if let error {
+            if error == .cancelled && !x.response.isOpen { return x.abandon("client_closed") }
+            if error == .cancelled { return x.fail(APIError.from(.tooLarge)) }
+            return x.fail(APIError.from(error))
+        }
+        // Whole JSON answer (or an upstream error): redacted, status kept.
+        let body = KeyRedactor.redact(buffered, secret: Array(x.snapshot.config.upstream.apiKey.utf8))
+        if upstreamStatus == 200, let u = extractUsage(fromJSON: body) {
+            x.usage = (u.promptTokens, u.completionTokens, u.totalTokens)
+        }
+        x.send(upstreamStatus, body, headers: HeaderPolicy.callerHeaders(from: [], redact: x.log.redact))
+    }
+}
+
+/// `GET /v1/models`: forwarded, redacted.
+enum ModelsProxy {
+    static func start(_ x: Exchange) {
+        let cfg = x.snapshot.config.upstream
+        let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/models",
+                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, apiKey: cfg.apiKey, requestID: x.requestID))
+        let call = BufferedCall.start(x.context, r) { result in
+            switch result {
+            case .failure(let e): x.fail(APIError.from(e))
+            case .success(let (head, body)):
+                x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+                x.send(head.status, KeyRedactor.redact(body, secret: Array(cfg.apiKey.utf8)))
+            }
+        }
+        x.response.onClose = { call.cancel() }
+    }
+}

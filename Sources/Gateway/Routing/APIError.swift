@@ -1,0 +1,83 @@
+import HTTPServer
+import HTTPWire
+
+/// An error Veil answers with, in the OpenAI envelope `{"error":{"message","type","param","code"}}`.
+public struct APIError: Error, Sendable, Equatable {
+    public var status: Int
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+
+    public init(_ status: Int, _ message: String, type: String? = nil, param: String? = nil, code: String? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type ?? APIError.defaultType(status)
+        self.param = param
+        self.code = code
+    }
+
+    public static func defaultType(_ status: Int) -> String {
+        switch status {
+        case 401: return "authentication_error"
+        case 403: return "permission_error"
+        case 429: return "rate_limit_error"
+        case 500...: return "api_error"
+        default: return "invalid_request_error"
+        }
+    }
+
+    public var body: [UInt8] {
+        var s = "{\"error\":{\"message\":"
+        appendJSONString(message, to: &s)
+        s += ",\"type\":"
+        appendJSONString(type, to: &s)
+        s += ",\"param\":"
+        if let p = param { appendJSONString(p, to: &s) } else { s += "null" }
+        s += ",\"code\":"
+        if let c = code { appendJSONString(c, to: &s) } else { s += "null" }
+        s += "}}"
+        return Array(s.utf8)
+    }
+
+    // Common errors.
+    public static func notFound(_ what: String = "Unknown route.") -> APIError { APIError(404, what, code: "not_found") }
+    public static let unauthorized = APIError(401, "Missing or invalid team token. Send `Authorization: Bearer <team token>`.", code: "invalid_api_key")
+    public static let tokenExpired = APIError(401, "This team token has expired.", code: "token_expired")
+    public static func badGateway(_ detail: String) -> APIError { APIError(502, "The upstream could not be reached: \(detail)", code: "upstream_unreachable") }
+    public static func gatewayTimeout(_ detail: String) -> APIError { APIError(504, "The upstream did not answer in time: \(detail)", code: "upstream_timeout") }
+}
+
+/// JSON string literal with the escapes RFC 8259 requires (and `/` left alone).
+public func appendJSONString(_ value: String, to out: inout String) {
+    out += "\""
+    for u in value.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20:
+            let hex = Array("0123456789abcdef")
+            out += "\\u00" + String(hex[Int(u.value >> 4)]) + String(hex[Int(u.value & 15)])
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    out += "\""
+}
+
+extension HTTPResponder {
+    /// Answers with an OpenAI error envelope, plus any extra headers (request id, CORS, rate limits).
+    func fail(_ error: APIError, headers extra: HTTPHeaders = HTTPHeaders()) {
+        var h = extra
+        h.replace("content-type", "application/json")
+        respond(status: error.status, headers: h, body: error.body)
+    }
+
+    func json(_ status: Int, _ body: [UInt8], headers extra: HTTPHeaders = HTTPHeaders()) {
+        var h = extra
+        h.replace("content-type", "application/json")
+        respond(status: status, headers: h, body: body)
+    }
+}

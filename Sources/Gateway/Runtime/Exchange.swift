@@ -1,0 +1,107 @@
+import HTTPServer
+import HTTPWire
+import Reactor
+import Glibc
+
+/// One request's journey through the gateway: who asked, what was answered, how long it took.
+/// Answers go through it so every response carries the request id, and the access log gets one
+/// line per request.
+public final class Exchange {
+    public let request: HTTPRequest
+    public let response: HTTPResponder
+    public let context: LoopContext
+    public let snapshot: ConfigSnapshot
+    let log: GatewayLog
+    public var team: GatewayConfig.Team?
+    public let requestID: String
+    public let startedAt: UInt64
+    // Filled as the exchange proceeds, read by the access log.
+    public var status = 0
+    public var model: String?
+    public var upstreamLatencyMillis: Int?
+    public var bytesOut = 0
+    public var usage: (prompt: Int, completion: Int, total: Int)?
+    public var errorCode: String?
+    /// Extra headers every answer of this exchange carries (CORS, rate limits).
+    public var commonHeaders = HTTPHeaders()
+    private var finished = false
+
+    init(request: HTTPRequest, response: HTTPResponder, context: LoopContext, snapshot: ConfigSnapshot, log: GatewayLog) {
+        self.request = request
+        self.response = response
+        self.context = context
+        self.snapshot = snapshot
+        self.log = log
+        self.startedAt = EventLoop.monotonicMillis()
+        self.requestID = Exchange.requestID(from: request.headers["x-request-id"])
+        commonHeaders.add("x-request-id", requestID)
+    }
+
+    /// A caller's request id is kept when it is short and plain; otherwise Veil makes one.
+    static func requestID(from header: String?) -> String {
+        if let h = header, !h.isEmpty, h.utf8.count <= 128,
+           h.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 || $0 == 58 }) {
+            return h
+        }
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = Array("req_".utf8)
+        for b in bytes { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public var path: Substring { request.path }
+
+    public func headers(_ extra: HTTPHeaders = HTTPHeaders()) -> HTTPHeaders {
+        var h = commonHeaders
+        for f in extra { h.replace(f.name, f.value) }
+        return h
+    }
+
+    /// A whole JSON answer.
+    public func send(_ status: Int, _ body: [UInt8], headers extra: HTTPHeaders = HTTPHeaders()) {
+        self.status = status
+        bytesOut += body.count
+        response.json(status, body, headers: headers(extra))
+        finish()
+    }
+
+    public func fail(_ error: APIError, headers extra: HTTPHeaders = HTTPHeaders()) {
+        status = error.status
+        errorCode = error.code ?? error.type
+        let b = error.body
+        bytesOut += b.count
+        response.fail(error, headers: headers(extra))
+        finish()
+    }
+
+    /// Streaming: the head now, body later through `write`, then `end`.
+    public func sendHead(_ status: Int, headers extra: HTTPHeaders) {
+        self.status = status
+        response.sendHead(HTTPResponseHead(status: status, headers: headers(extra)))
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        bytesOut += bytes.count
+        response.write(bytes)
+    }
+
+    public func end() {
+        response.end()
+        finish()
+    }
+
+    /// The client left, or the response was cut: log what happened.
+    public func abandon(_ reason: String) {
+        if errorCode == nil { errorCode = reason }
+        response.abort()
+        finish()
+    }
+
+    func finish() {
+        guard !finished else { return }
+        finished = true
+        log.access(self, durationMillis: Int(EventLoop.monotonicMillis() - startedAt))
+    }
+}

@@ -1,0 +1,38 @@
+import HTTPServer
+import Reactor
+import Upstream
+
+/// What a request handler may use, read-only once built: the configuration snapshot and its
+/// derived views. Rebuilt whole on SIGHUP and handed to every loop, so reads take no lock.
+public final class ConfigSnapshot: Sendable {
+    public let config: GatewayConfig
+    public let authenticator: TokenAuthenticator
+    public let generation: Int
+    /// Upstream base URL without a trailing slash.
+    public let upstreamBase: String
+
+    public init(config: GatewayConfig, generation: Int) {
+        self.config = config
+        self.authenticator = TokenAuthenticator(teams: config.teams)
+        self.generation = generation
+        var b = config.upstream.baseURL
+        while b.hasSuffix("/") { b.removeLast() }
+        upstreamBase = b
+    }
+
+    public func team(_ index: Int) -> GatewayConfig.Team { config.teams[index] }
+}
+
+/// One loop's share of the gateway: its libcurl client and its per-loop state. Touched only on
+/// that loop's thread.
+public final class LoopContext: @unchecked Sendable {
+    public let loop: EventLoop
+    public let upstream: UpstreamClientProtocol
+    public var snapshot: ConfigSnapshot
+
+    public init(loop: EventLoop, upstream: UpstreamClientProtocol, snapshot: ConfigSnapshot) {
+        self.loop = loop
+        self.upstream = upstream
+        self.snapshot = snapshot
+    }
+}

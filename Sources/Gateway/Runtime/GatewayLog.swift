@@ -1,0 +1,67 @@
+import Glibc
+import Logging
+import Translation
+import Synchronization
+
+/// Veil's two outputs for operators: the access log (one JSON line per request on stdout) and
+/// the operational log (swift-log, stderr). Both pass through the key redactor: whatever an
+/// upstream message echoed, the key never reaches a log line. Tokens and prompts are never
+/// logged (prompts only with `log.prompts: true`).
+public final class GatewayLog: Sendable {
+    public let logger: Logger
+    private let secret: Mutex<[UInt8]>
+    private let accessEnabled: Bool
+    /// Sink for access lines (stdout by default; tests capture it).
+    private let sink: @Sendable (String) -> Void
+
+    public init(upstreamKey: String, accessLog: Bool, level: Logger.Level = .info,
+                sink: (@Sendable (String) -> Void)? = nil) {
+        var l = Logger(label: "veil")
+        l.logLevel = level
+        logger = l
+        secret = Mutex(Array(upstreamKey.utf8))
+        accessEnabled = accessLog
+        self.sink = sink ?? { line in
+            var bytes = Array(line.utf8)
+            bytes.append(10)
+            bytes.withUnsafeBytes { p in
+                var off = 0
+                while off < p.count {
+                    let n = Glibc.write(1, p.baseAddress! + off, p.count - off)
+                    if n <= 0 { break }
+                    off += n
+                }
+            }
+        }
+    }
+
+    public func redact(_ s: String) -> String {
+        let key = secret.withLock { $0 }
+        guard !key.isEmpty, s.utf8.count >= key.count else { return s }
+        return String(decoding: KeyRedactor.redact(Array(s.utf8), secret: key), as: UTF8.self)
+    }
+
+    public func updateKey(_ key: String) { secret.withLock { $0 = Array(key.utf8) } }
+
+    func access(_ x: Exchange, durationMillis: Int) {
+        guard accessEnabled else { return }
+        var s = "{\"ts\":\(time(nil)),\"request_id\":"
+        appendJSONString(x.requestID, to: &s)
+        s += ",\"method\":"
+        appendJSONString(x.request.method, to: &s)
+        s += ",\"path\":"
+        appendJSONString(String(x.request.path.prefix(256)), to: &s)
+        s += ",\"team\":"
+        if let t = x.team { appendJSONString(t.name, to: &s) } else { s += "null" }
+        s += ",\"status\":\(x.status),\"duration_ms\":\(durationMillis)"
+        if let m = x.model { s += ",\"model\":"; appendJSONString(String(m.prefix(128)), to: &s) }
+        if let u = x.upstreamLatencyMillis { s += ",\"upstream_ms\":\(u)" }
+        s += ",\"bytes_in\":\(x.request.body.count),\"bytes_out\":\(x.bytesOut)"
+        if let u = x.usage { s += ",\"prompt_tokens\":\(u.prompt),\"completion_tokens\":\(u.completion),\"total_tokens\":\(u.total)" }
+        if let e = x.errorCode { s += ",\"error\":"; appendJSONString(e, to: &s) }
+        s += ",\"remote\":"
+        appendJSONString(x.request.remoteAddress, to: &s)
+        s += "}"
+        sink(redact(s))
+    }
+}

@@ -1,0 +1,78 @@
+import CSystem
+import Glibc
+import HTTPServer
+import Reactor
+import Synchronization
+import Upstream
+
+/// Builds and runs Veil: N event loops (threads), the gateway on each, the HTTP server across them.
+/// Used by `veil serve` and, in-process, by the integration tests.
+public final class VeilRuntime: @unchecked Sendable {
+    public private(set) var config: GatewayConfig
+    public let gateway: Gateway
+    public private(set) var server: HTTPServer!
+    public private(set) var loops: [EventLoop] = []
+    private let generation = Atomic<Int>(1)
+    private let stoppedLoops = Atomic<Int>(0)
+    public var log: GatewayLog { gateway.log }
+
+    public init(config: GatewayConfig, log: GatewayLog? = nil) {
+        self.config = config
+        self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access))
+    }
+
+    public static func loopCount(_ workers: Int) -> Int {
+        workers > 0 ? workers : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Starts the loops and binds the listener. Returns the bound port.
+    @discardableResult
+    public func start() throws -> UInt16 {
+        Socket.raiseFileLimit()
+        guard let (host, port) = ConfigLoader.parseListen(config.listen) else {
+            throw ConfigError("listen", "`\(config.listen)` is not host:port")
+        }
+        let n = VeilRuntime.loopCount(config.workers)
+        let snapshot = ConfigSnapshot(config: config, generation: 1)
+        loops = (0..<n).map { EventLoop(id: $0) }
+        gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot) }
+        server = try HTTPServer(config: config.serverConfig(host: host, port: port), handler: gateway, loops: loops)
+        for loop in loops {
+            startThread(name: "veil-loop-\(loop.id)") { [self] in
+                loop.run()
+                stoppedLoops.add(1, ordering: .relaxed)
+            }
+        }
+        server.start()
+        return server.port
+    }
+
+    /// Swaps in a new configuration (SIGHUP): teams, tokens, limits. Connections stay open;
+    /// requests already running finish under the snapshot they started with.
+    public func reload(_ newConfig: GatewayConfig) {
+        let g = generation.add(1, ordering: .relaxed).newValue
+        let snap = ConfigSnapshot(config: newConfig, generation: g)
+        config = newConfig
+        log.updateKey(newConfig.upstream.apiKey)
+        for ctx in gateway.contexts {
+            ctx.loop.execute { ctx.snapshot = snap }
+        }
+    }
+
+    /// Graceful stop: no new connections, in-flight responses finish (up to `graceMillis`), then the loops end.
+    public func shutdown(graceMillis: Int) {
+        server.beginDrain()
+        let deadline = EventLoop.monotonicMillis() + UInt64(graceMillis)
+        while server.openConnections.current > 0 && EventLoop.monotonicMillis() < deadline {
+            usleep(20_000)
+        }
+        stop()
+    }
+
+    /// Stops the loops at once (tests).
+    public func stop() {
+        for l in loops { l.stop() }
+        let deadline = EventLoop.monotonicMillis() + 2_000
+        while stoppedLoops.load(ordering: .relaxed) < loops.count && EventLoop.monotonicMillis() < deadline { usleep(5_000) }
+    }
+}

@@ -1,0 +1,31 @@
+"""Chat and models through the official SDK: only base_url and the team token change."""
+import openai
+import pytest
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert "gpt-3.5-turbo" in ids
+
+
+def test_chat_non_streaming(client):
+    r = client.chat.completions.create(model="gpt-3.5-turbo",
+                                       messages=[{"role": "user", "content": "Hello"}])
+    assert r.choices[0].message.content
+    assert r.usage.total_tokens > 0
+
+
+def test_chat_streaming_arrives_in_chunks(client):
+    chunks = list(client.chat.completions.create(
+        model="gpt-3.5-turbo", stream=True, messages=[{"role": "user", "content": "Hello there"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3
+    assert text
+
+
+def test_wrong_token_is_401(veil):
+    from openai import OpenAI
+    bad = OpenAI(base_url=veil, api_key="not-a-team-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.models.list()
+    assert e.value.status_code == 401
