@@ -59,7 +59,12 @@ public final class Sandbox: @unchecked Sendable {
             l.loop = loop; l.server = server; l.handler = handler; l.port = port
         }
         server.start()
-        startThread(name: "veil-sandbox") { loop.run() }
+        // The thread keeps the server and handler alive until the loop has returned (the server's
+        // workers and connections refer to it unowned).
+        startThread(name: "veil-sandbox") {
+            loop.run()
+            withExtendedLifetime((server, handler)) {}
+        }
         return port
     }
 
