@@ -96,8 +96,8 @@ struct Serve: ParsableCommand {
             sandboxHandle = s
             env["VEIL_UPSTREAM_KEY"] = s.apiKey
             env["VEIL_UPSTREAM_URL"] = s.baseURL
-            let text = (access(path, R_OK) == 0) ? ((try? readFile(path)) ?? "") : ""
-            do { config = try ConfigLoader.load(yaml: SandboxMode.configText(userConfig: text), environment: env) }
+            let userText: String? = options.config == nil ? nil : ((try? readFile(path)) ?? "")
+            do { config = try ConfigLoader.load(yaml: SandboxMode.configText(userConfig: userText), environment: env) }
             catch { fail("\(error)") }
             config.store.path = ":memory:"
         } else {
