@@ -54,6 +54,6 @@ let package = Package(
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
     ]
 )

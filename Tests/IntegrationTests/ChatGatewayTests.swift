@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import Reactor
+import Testing
+
+/// Issue 2: chat through Veil to the stand-in, the key injected, tokens checked, errors redacted.
+@Suite struct ChatGatewayTests {
+    @Test func nonStreamingChatReturnsTheJSONBodyAndInjectsTheKey() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let r = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"hi"}]}"#,
+                           headers: [("Cookie", "session=abc"), ("X-Custom", "secret-internal")])
+        #expect(r.status == 200)
+        #expect(jsonObject(r)["object"] as? String == "chat.completion")
+        #expect(r.header("x-request-id") != nil)
+        let seen = h.sandbox.requests(matching: "/v1/chat/completions")
+        #expect(seen.count == 1)
+        #expect(seen.first?.header("authorization") == "Bearer \(h.upstreamKey)")
+        // The caller's token, cookies and unknown headers stay on the caller's side.
+        #expect(seen.first?.header("cookie") == nil)
+        #expect(seen.first?.header("x-custom") == nil)
+        #expect(!(seen.first.map { String(describing: $0.headers) } ?? "").contains(VeilHarness.teamTokens["web"]!))
+        #expect(!allBytes(r).contains(h.upstreamKey))
+    }
+
+    @Test func streamingChunksArriveBeforeTheUpstreamFinishes() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.sseChunkDelayMillis = 150 })
+        defer { h.stop() }
+        let body = #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"tell me a story"}]}"#
+        let r = try RawHTTPClient.request(port: h.port, method: "POST", path: "/v1/chat/completions",
+                                          headers: h.auth() + [("Content-Type", "application/json")], body: Array(body.utf8), timeoutMillis: 10_000)
+        #expect(r.status == 200)
+        #expect(r.header("content-type")?.hasPrefix("text/event-stream") == true)
+        #expect(r.header("transfer-encoding")?.lowercased() == "chunked")
+        #expect(r.text.hasSuffix("data: [DONE]\n\n"))
+        // Several chunks, spread over time: the first reached us long before the last was sent.
+        #expect(r.chunks.count >= 5)
+        if let first = r.chunks.first, let last = r.chunks.last {
+            #expect(last.atMillis - first.atMillis >= 500)
+        }
+        // Byte for byte what the stand-in sent (events are passed through, not re-encoded).
+        #expect(r.text.contains("\"sent_at_us\":"))
+        #expect(r.text.components(separatedBy: "data: ").count >= 7)
+    }
+
+    @Test func wrongOrMissingTokenIs401() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let missing = try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/models")
+        #expect(missing.status == 401)
+        let wrong = try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/models", headers: [("Authorization", "Bearer nope")])
+        #expect(wrong.status == 401)
+        let err = jsonObject(wrong)["error"] as? [String: Any]
+        #expect(err?["type"] as? String == "authentication_error")
+        #expect(h.sandbox.count("GET", "/v1/models") == 0)
+    }
+
+    @Test func upstreamErrorEchoingTheKeyComesBackRedacted() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let r = try h.post("/v1/chat/completions", json: #"{"model":"sandbox-echo-key","messages":[{"role":"user","content":"x"}]}"#)
+        #expect(r.status == 401)
+        #expect(!allBytes(r).contains(h.upstreamKey))
+        #expect(r.text.contains("[redacted]"))
+        h.sandbox.inject(.echoKey, pathPrefix: "/v1/chat/completions")
+        let s = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"x"}]}"#)
+        #expect(!allBytes(s).contains(h.upstreamKey))
+        for line in h.accessLog { #expect(!line.contains(h.upstreamKey)) }
+    }
+
+    @Test func modelsAreForwardedAndUnknownRoutesAre404() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let m = try h.get("/v1/models")
+        #expect(m.status == 200)
+        #expect(m.text.contains("gpt-3.5-turbo"))
+        let nf = try h.get("/v1/engines")
+        #expect(nf.status == 404)
+        #expect((jsonObject(nf)["error"] as? [String: Any])?["type"] as? String == "invalid_request_error")
+        let wrongMethod = try h.delete("/v1/chat/completions")
+        #expect(wrongMethod.status == 405)
+    }
+
+    @Test func clientThatDisconnectsMidStreamCancelsTheUpstreamTransfer() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.sseChunkDelayMillis = 200 })
+        defer { h.stop() }
+        let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 5_000)
+        let body = #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"a long story please"}]}"#
+        let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buf, buf.count, 0) // the head and first event
+        #expect(n > 0)
+        #expect(activeTransfers(h) == 1)
+        close(fd)
+        let deadline = Date().addingTimeInterval(3)
+        while activeTransfers(h) > 0 && Date() < deadline { usleep(20_000) }
+        #expect(activeTransfers(h) == 0)
+        #expect(h.accessLog.contains { $0.contains("client_closed") })
+    }
+
+    private func activeTransfers(_ h: VeilHarness) -> Int {
+        // Read on each loop's own thread (the client is loop-confined).
+        let total = Counter()
+        let group = DispatchGroup()
+        for ctx in h.runtime.gateway.contexts {
+            group.enter()
+            ctx.loop.execute { total.add(ctx.upstream.activeTransfers); group.leave() }
+        }
+        _ = group.wait(timeout: .now() + 2)
+        return total.current
+    }
+}
