@@ -27,7 +27,12 @@ public final class Sandbox: @unchecked Sendable {
         var loop: EventLoop?
         var server: HTTPServer?
         var handler: SandboxHandler?
+        var exited: ExitFlag?
         var port: UInt16 = 0
+    }
+
+    private final class ExitFlag: Sendable {
+        let done = Atomic<Bool>(false)
     }
 
     public init(config: SandboxConfig) {
@@ -55,8 +60,9 @@ public final class Sandbox: @unchecked Sendable {
         let port = server.port
         let host = config.host.contains(":") ? "[\(config.host)]" : config.host
         core.withState { $0.baseURL = config.publicBaseURL ?? "http://\(host):\(port)" }
+        let exited = ExitFlag()
         lifecycle.withLock { l in
-            l.loop = loop; l.server = server; l.handler = handler; l.port = port
+            l.loop = loop; l.server = server; l.handler = handler; l.exited = exited; l.port = port
         }
         server.start()
         // The thread keeps the server and handler alive until the loop has returned (the server's
@@ -64,22 +70,34 @@ public final class Sandbox: @unchecked Sendable {
         startThread(name: "veil-sandbox") {
             loop.run()
             withExtendedLifetime((server, handler)) {}
+            exited.done.store(true, ordering: .releasing)
         }
         return port
     }
 
-    /// Stops accepting, aborts responses still in progress (streams, stalls) and stops the loop.
+    /// Stops accepting, aborts responses still in progress (streams, stalls), stops the loop and
+    /// waits (up to 2 s) for its thread to finish. The port is free again afterwards.
     public func stop() {
-        let (loop, server, handler) = lifecycle.withLock { l -> (EventLoop?, HTTPServer?, SandboxHandler?) in
-            let r = (l.loop, l.server, l.handler)
-            l.loop = nil; l.server = nil; l.handler = nil
+        let (loop, server, handler, exited) = lifecycle.withLock { l -> (EventLoop?, HTTPServer?, SandboxHandler?, ExitFlag?) in
+            let r = (l.loop, l.server, l.handler, l.exited)
+            l.loop = nil; l.server = nil; l.handler = nil; l.exited = nil
             return r
         }
         guard let loop, let server else { return }
         server.beginDrain()
         if let handler { loop.execute { handler.abortAll() } }
         loop.stop()
+        guard !loop.inLoopThread, let exited else { return }
+        for _ in 0..<2_000 where !exited.done.load(ordering: .acquiring) { usleep(1_000) }
     }
+
+    /// Responses in progress that outlive their handler: SSE streams, stalls, delayed (`-slow`)
+    /// answers, file and huge bodies. Drops back when they end or their client leaves.
+    public var openResponses: Int { core.openResponses.load(ordering: .relaxed) }
+
+    /// How many of those responses were abandoned by their client before they ended (e.g. Veil
+    /// cancelling the upstream stream when its own client went away).
+    public var clientDisconnects: Int { core.clientDisconnects.load(ordering: .relaxed) }
 
     /// The port bound by `start()` (0 before).
     public var port: UInt16 { lifecycle.withLock { $0.port } }
