@@ -465,9 +465,9 @@ public struct HTTPRequestParser: Sendable {
         var p = s
         @inline(__always) func skipBWS() { while p < e, b[p] == sp || b[p] == htab { p += 1 } }
         while true {
-            skipBWS()
             if p == e { return }
-            if b[p] != semicolon { throw bad }
+            skipBWS()
+            if p == e || b[p] != semicolon { throw bad }
             p += 1
             skipBWS()
             let ns = p
