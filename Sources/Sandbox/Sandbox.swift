@@ -8,16 +8,47 @@ import Synchronization
 /// `shared/UPSTREAM.md` — its key checks (Bearer header, key in the `size` form field), its field
 /// swaps (clean URL in `url`, watermarked URL in `size`), its moderation text in `quality`, its key
 /// leak in the character list — deterministically, so tests and `veil serve --sandbox` can rely on it.
+/// It must behave like the real upstream, not like whatever Veil happens to send.
 ///
-/// It runs its own `EventLoop` on its own thread. Introspection (`requests`, `count`, `reset`,
-/// faults) is thread-safe.
+/// It runs its own `EventLoop` on its own thread (`start()` returns the bound port, `stop()` ends
+/// everything). Introspection (`requests`, `count`, `openResponses`, `clientDisconnects`, `reset`)
+/// and fault injection (`fault`, `inject`) are thread-safe.
 ///
-/// Prompt cues for `POST /v1/videos` (case-insensitive, first match wins): `nsfw` → completed,
-/// `url:""`, `size:"1024x1808"`, moderation text in `quality`; `fail` → status `error`; `nourl` →
-/// completed, `quality:"standard"`, `url:""`, `size:"720x720"`; anything else succeeds.
-/// Chat models: missing → 400; ending with `-slow` → answered after `slowModelDelayMillis`;
-/// `sandbox-echo-key` → 401 echoing the presented key (body and `X-Debug-Authorization` header).
-/// Characters: an `instruction_value` containing `fail` ends with status -1.
+/// Endpoints (all but `/files` need `Authorization: Bearer <apiKey>`, else 401
+/// `{"error":{"message":"无效的令牌 …","type":"new_api_error"}}`; unknown routes → 404 first):
+/// - `POST /v1/chat/completions`: `stream: true` → SSE chunks (role, one per word of the reply
+///   "Sandbox reply to: <last user message words>", finish, usage with `choices: []`, `[DONE]`),
+///   `sseChunkDelayMillis` apart; each JSON event carries `sent_at_us`. Otherwise one
+///   `chat.completion` with usage and `sent_at_us`. Model missing → 400; ending with `-slow` →
+///   answered after `slowModelDelayMillis`; `sandbox-echo-key` → 401 echoing the presented key in
+///   the body and the `X-Debug-Authorization` header.
+/// - `GET /v1/models`: `gpt-3.5-turbo`, `gpt-4o-mini`, `sora-2`, `sora-2-yijia` (new-api adds
+///   `"success":true`).
+/// - `POST /v1/videos` (multipart/form-data or urlencoded): `size` must equal the key (else 401),
+///   then `prompt`, `model` required (400). Answers `queued` with ids from 4000. Prompt cues
+///   (case-insensitive, first match wins): `nsfw` → completed, `url:""`, `size:"1024x1808"`,
+///   moderation text in `quality`; `fail` → status `error`; `nourl` → completed,
+///   `quality:"standard"`, `url:""`, `size:"720x720"`; anything else succeeds.
+/// - `GET /v1/videos/{id}` (a body and Content-Type are tolerated): `processing` with growing
+///   progress, then the final state (see `SandboxConfig.videoPollsToComplete` /
+///   `videoMillisToComplete`). Success: `url` = clean file, `size` = WATERMARKED file,
+///   `model:"sora-2-yijia"`, `seconds:"2"` (or the form's `seconds`), `progress:100`. Unknown → 404.
+/// - `GET|HEAD /files/{id}/{clean|wm}.mp4?se=<ISO 8601, percent-encoded>&sig=<hex>`: no auth;
+///   bad or missing signature, or expiry passed → 403 (Azure-style XML). `videoFileBytes` of
+///   deterministic MP4-looking bytes (`SandboxVideoFile.bytes`), `Accept-Ranges`, one `Range`
+///   (`a-b`, `a-`, `-n`) → 206 + `Content-Range`, unsatisfiable → 416 `bytes */N`. Streamed in
+///   64 KiB pieces with back-pressure.
+/// - `POST /v1/characters`: the video must exist and have succeeded, `timestamps` `S-E` with
+///   0 <= S < E <= S+3, all four fields present; else 400 `{"success":false,"message":…}`.
+///   Answers `{"success":true,"data":{…,"api_key":<THE KEY>,"token_id":17,"gen_id":"gen_…","status":0}}`.
+/// - `GET /v1/characters`: every character made with the key, the seeded id 58 / `123AMO2M`
+///   included, each with `api_key` in clear, `username`, `token_id`, `status` (0, then 999 — or -1
+///   when `instruction_value` contains `fail` — once listed `characterListsToReady` times) and
+///   `create_time` in Asia/Shanghai local time `YYYY-MM-DD HH:MM:SS`.
+///
+/// Faults (`SandboxFault`) are checked before routing and authentication, after the request was
+/// recorded. `fault = x` arms a one-shot fault for the next request of any kind; `inject` adds
+/// rules restricted by method and path prefix, for a number of requests or sticky (`times: nil`).
 public final class Sandbox: @unchecked Sendable {
     public let config: SandboxConfig
     let core: SandboxCore
