@@ -1,4 +1,5 @@
 import HTTPServer
+import Synchronization
 import HTTPWire
 import Reactor
 
@@ -124,7 +125,7 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         }
         if model.hasSuffix("-slow") {
             track(res)
-            res.onClose = { [self] in untrack(res) }
+            res.onClose = { [self] in clientLeft(res) }
             request.loop.schedule(afterMillis: config.slowModelDelayMillis) { [self] in
                 untrack(res)
                 guard res.isOpen else { return }
@@ -143,7 +144,7 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         h.add("x-accel-buffering", "no")
         res.sendHead(HTTPResponseHead(status: 200, headers: h))
         track(res)
-        let s = ChatStream(reply: reply, res: res, loop: loop, delay: config.sseChunkDelayMillis, cutAfter: cutAfter) { [weak self] in
+        let s = ChatStream(reply: reply, res: res, loop: loop, delay: config.sseChunkDelayMillis, cutAfter: cutAfter, clientLeft: { [weak self] in self?.clientLeft(res) }) { [weak self] in
             self?.untrack(res)
         }
         s.start()
@@ -331,7 +332,8 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
     /// Writes `count` bytes made by `fill` in 64 KiB pieces, pausing while the client is slow.
     private func streamBody(_ res: HTTPResponder, count: Int, abortAfter: Int? = nil, fill: @escaping (inout [UInt8], Int) -> Void) {
         track(res)
-        let s = BodyStreamer(res: res, count: count, abortAfter: abortAfter, fill: fill) { [weak self] in self?.untrack(res) }
+        let s = BodyStreamer(res: res, count: count, abortAfter: abortAfter, fill: fill,
+                             clientLeft: { [weak self] in self?.clientLeft(res) }) { [weak self] in self?.untrack(res) }
         s.start()
     }
 
@@ -417,7 +419,7 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
             midBodyReset(res)
         case .stall:
             track(res)
-            res.onClose = { [weak self] in self?.untrack(res) }
+            res.onClose = { [weak self] in self?.clientLeft(res) }
         case .invalidJSON:
             var h = jsonHeaders()
             h.add("x-sandbox-fault", "invalid-json")
@@ -489,13 +491,27 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
 
     // MARK: live responses
 
-    private func track(_ res: HTTPResponder) { live[ObjectIdentifier(res)] = res }
-    private func untrack(_ res: HTTPResponder) { live.removeValue(forKey: ObjectIdentifier(res)) }
+    private func track(_ res: HTTPResponder) {
+        live[ObjectIdentifier(res)] = res
+        core.openResponses.store(live.count, ordering: .relaxed)
+    }
+
+    private func untrack(_ res: HTTPResponder) {
+        live.removeValue(forKey: ObjectIdentifier(res))
+        core.openResponses.store(live.count, ordering: .relaxed)
+    }
+
+    /// The client left before the response ended.
+    private func clientLeft(_ res: HTTPResponder) {
+        core.clientDisconnects.add(1, ordering: .relaxed)
+        untrack(res)
+    }
 
     /// Aborts every response still in progress (on the loop thread, from `Sandbox.stop()`).
     func abortAll() {
         let all = Array(live.values)
         live = [:]
+        core.openResponses.store(0, ordering: .relaxed)
         for r in all { r.abort() }
     }
 

@@ -91,6 +91,11 @@ struct SandboxState: Sendable {
 final class SandboxCore: Sendable {
     let config: SandboxConfig
     let state: Mutex<SandboxState>
+    /// Responses in progress that outlive their request handler (streams, stalls, delayed answers,
+    /// file bodies).
+    let openResponses = Atomic<Int>(0)
+    /// Responses abandoned by their client before they ended.
+    let clientDisconnects = Atomic<Int>(0)
 
     init(config: SandboxConfig) {
         self.config = config

@@ -98,12 +98,15 @@ final class ChatStream: @unchecked Sendable {
     unowned let loop: EventLoop
     let delay: Int
     let cutAfter: Int?
+    let clientLeft: () -> Void
     let finished: () -> Void
     var index = 0
     var timer: LoopTimer?
 
-    init(reply: ChatReply, res: HTTPResponder, loop: EventLoop, delay: Int, cutAfter: Int?, finished: @escaping () -> Void) {
-        self.reply = reply; self.res = res; self.loop = loop; self.delay = delay; self.cutAfter = cutAfter; self.finished = finished
+    init(reply: ChatReply, res: HTTPResponder, loop: EventLoop, delay: Int, cutAfter: Int?,
+         clientLeft: @escaping () -> Void, finished: @escaping () -> Void) {
+        self.reply = reply; self.res = res; self.loop = loop; self.delay = delay; self.cutAfter = cutAfter
+        self.clientLeft = clientLeft; self.finished = finished
     }
 
     func start() {
@@ -111,7 +114,7 @@ final class ChatStream: @unchecked Sendable {
             // The client left: stop producing.
             timer?.cancel()
             timer = nil
-            finished()
+            clientLeft()
         }
         sendNext()
     }
@@ -142,17 +145,20 @@ final class BodyStreamer {
     let count: Int
     let abortAfter: Int?
     let fill: (inout [UInt8], Int) -> Void
+    let clientLeft: () -> Void
     let finished: () -> Void
     var produced = 0
     var buf = [UInt8](repeating: 0, count: 64 * 1024)
     var pumping = false
 
-    init(res: HTTPResponder, count: Int, abortAfter: Int?, fill: @escaping (inout [UInt8], Int) -> Void, finished: @escaping () -> Void) {
-        self.res = res; self.count = count; self.abortAfter = abortAfter; self.fill = fill; self.finished = finished
+    init(res: HTTPResponder, count: Int, abortAfter: Int?, fill: @escaping (inout [UInt8], Int) -> Void,
+         clientLeft: @escaping () -> Void, finished: @escaping () -> Void) {
+        self.res = res; self.count = count; self.abortAfter = abortAfter; self.fill = fill
+        self.clientLeft = clientLeft; self.finished = finished
     }
 
     func start() {
-        res.onClose = { [self] in finished() }
+        res.onClose = { [self] in clientLeft() }
         res.onWritable = { [self] in pump() }
         pump()
     }

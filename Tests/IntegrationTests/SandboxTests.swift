@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Sandbox
 import Testing
 
@@ -385,5 +386,57 @@ private func sseData(_ body: [UInt8]) -> [String] {
         s.reset()
         #expect(s.count("POST", "/v1/videos") == 0)
         #expect(json(try createVideo(port, prompt: "y"))["id"] as? String == "4000")
+    }
+
+    @Test func bigFileWithSlowReaderHonoursBackPressure() throws {
+        let total = 8 * 1024 * 1024
+        let (s, port) = try makeSandbox { $0.videoFileBytes = total }
+        defer { s.stop() }
+        let url = pathOf(s.signedFileURL(videoID: "4242", variant: "wm", expiresAt: Int64(Date().timeIntervalSince1970) + 60), port: port)
+        let r = try RawHTTPClient.request(port: port, method: "GET", path: url, pauseBeforeReadMillis: 300)
+        #expect(r.status == 200 && r.complete)
+        #expect(r.body.count == total)
+        #expect(r.body == s.expectedFileBytes(videoID: "4242", variant: "wm"))
+        #expect(s.openResponses == 0)
+    }
+
+    @Test func streamStopsWhenClientLeaves() throws {
+        let (s, port) = try makeSandbox { $0.sseChunkDelayMillis = 30 }
+        defer { s.stop() }
+        let body = String(decoding: chatBody(model: "gpt-3.5-turbo", stream: true, text: "one two three four five six seven eight"), as: UTF8.self)
+        let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        try RawHTTPClient.abandon(port: port, request: req, afterBytes: 200)
+        var waited = 0
+        while s.clientDisconnects == 0 && waited < 2_000 { usleep(10_000); waited += 10 }
+        #expect(s.clientDisconnects == 1)
+        #expect(s.openResponses == 0)
+        // The sandbox is still fine.
+        #expect(try RawHTTPClient.request(port: port, method: "GET", path: "/v1/models", headers: auth()).status == 200)
+    }
+
+    @Test func timeModeCompletesAfterDelay() throws {
+        let (s, port) = try makeSandbox { $0.videoMillisToComplete = 200; $0.videoPollsToComplete = 100 }
+        defer { s.stop() }
+        let id = json(try createVideo(port, prompt: "clock"))["id"] as! String
+        #expect(try poll(port, id)["status"] as? String == "processing")
+        usleep(250_000)
+        #expect(try poll(port, id)["status"] as? String == "completed")
+    }
+
+    @Test func stopFreesThePortAndEndsStalls() throws {
+        let (s, port) = try makeSandbox()
+        s.fault = .stall
+        let fd = try RawHTTPClient.connect(port: port, timeoutMillis: 2_000)
+        defer { close(fd) }
+        let req = Array("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var waited = 0
+        while s.openResponses == 0 && waited < 2_000 { usleep(5_000); waited += 5 }
+        #expect(s.openResponses == 1)
+        s.stop()
+        // The stalled connection was closed by stop(): the client sees EOF, not a timeout.
+        var reader = RawHTTPClient.Reader(fd: fd)
+        #expect(try reader.fill() == false)
+        #expect(throws: RawHTTPError.self) { try RawHTTPClient.request(port: port, method: "GET", path: "/v1/models", timeoutMillis: 500) }
     }
 }

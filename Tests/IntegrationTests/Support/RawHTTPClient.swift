@@ -34,12 +34,25 @@ enum RawHTTPClient {
     }
 
     static func request(port: UInt16, method: String, path: String, headers: [(String, String)] = [],
-                        body: [UInt8] = [], timeoutMillis: Int = 5_000) throws -> RawResponse {
+                        body: [UInt8] = [], timeoutMillis: Int = 5_000, pauseBeforeReadMillis: Int = 0) throws -> RawResponse {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if !body.isEmpty || method == "POST" || method == "PUT" { head += "Content-Length: \(body.count)\r\n" }
         head += "\r\n"
-        return try raw(port: port, bytes: Array(head.utf8) + body, isHead: method == "HEAD", timeoutMillis: timeoutMillis)
+        return try raw(port: port, bytes: Array(head.utf8) + body, isHead: method == "HEAD", timeoutMillis: timeoutMillis,
+                       pauseBeforeReadMillis: pauseBeforeReadMillis)
+    }
+
+    /// Sends a request, reads until at least `bytes` bytes of response arrived, then hangs up.
+    static func abandon(port: UInt16, request: String, afterBytes bytes: Int, timeoutMillis: Int = 5_000) throws {
+        let fd = try connect(port: port, timeoutMillis: timeoutMillis)
+        defer { close(fd) }
+        let out = Array(request.utf8)
+        _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var reader = Reader(fd: fd)
+        while reader.total < bytes {
+            if try !reader.fill() { return }
+        }
     }
 
     static func connect(port: UInt16, timeoutMillis: Int) throws -> Int32 {
@@ -60,7 +73,7 @@ enum RawHTTPClient {
     }
 
     /// Sends `bytes` as is and reads one response.
-    static func raw(port: UInt16, bytes: [UInt8], isHead: Bool = false, timeoutMillis: Int = 5_000) throws -> RawResponse {
+    static func raw(port: UInt16, bytes: [UInt8], isHead: Bool = false, timeoutMillis: Int = 5_000, pauseBeforeReadMillis: Int = 0) throws -> RawResponse {
         let fd = try connect(port: port, timeoutMillis: timeoutMillis)
         defer { close(fd) }
         var sent = 0
@@ -69,6 +82,8 @@ enum RawHTTPClient {
             if n <= 0 { break }
             sent += n
         }
+        // A client that does not read for a while: the server's socket buffers fill up.
+        if pauseBeforeReadMillis > 0 { usleep(UInt32(pauseBeforeReadMillis) * 1000) }
         var reader = Reader(fd: fd)
         return try reader.readResponse(isHead: isHead)
     }
