@@ -38,6 +38,11 @@ struct VideoCreateInput: Equatable {
                         // A text field: a URL or data URL, as in the JSON form.
                         input.image = imageReference(p.text)
                     }
+                case "input_reference[image_url]":
+                    // The SDK's multipart form of `{"image_url": ...}`.
+                    input.image = imageReference(p.text)
+                case "input_reference[file_id]":
+                    return .failure(APIError(400, "File ids are not supported by this upstream; upload the image or pass `image_url`.", param: "input_reference", code: "unsupported_file_id"))
                 default: break // unknown fields are ignored, as OpenAI does for forward compatibility
                 }
             }
@@ -61,6 +66,9 @@ struct VideoCreateInput: Equatable {
                 if let s = ref.stringValue { input.image = imageReference(s) }
                 else if let u = ref["image_url"]?.stringValue ?? ref["url"]?.stringValue { input.image = imageReference(u) }
                 else if let u = ref["image_url"]?["url"]?.stringValue { input.image = imageReference(u) }
+                else if ref["file_id"] != nil {
+                    return .failure(APIError(400, "File ids are not supported by this upstream; upload the image or pass `image_url`.", param: "input_reference", code: "unsupported_file_id"))
+                }
                 else {
                     return .failure(APIError(400, "`input_reference` must be {\"image_url\": \"...\"} or a data: URL.", param: "input_reference", code: "invalid_type"))
                 }
