@@ -68,6 +68,21 @@ import Testing
         for line in h.accessLog { #expect(!line.contains(h.upstreamKey)) }
     }
 
+    @Test func upstreamErrorsKeepTheirStatusInTheOpenAIEnvelope() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        h.sandbox.inject(.status(500, body: "<html>upstream exploded, key=\(h.upstreamKey)</html>"), pathPrefix: "/v1/chat/completions")
+        let html = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"x"}]}"#)
+        #expect(html.status == 500)
+        let e = jsonObject(html)["error"] as? [String: Any]
+        #expect(e?["type"] as? String == "api_error")
+        #expect(!allBytes(html).contains(h.upstreamKey))
+        h.sandbox.inject(.status(429, body: #"{"error":{"message":"slow down","type":"rate_limit_error"}}"#), pathPrefix: "/v1/chat/completions")
+        let limited = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"x"}]}"#)
+        #expect(limited.status == 429)
+        #expect((jsonObject(limited)["error"] as? [String: Any])?["message"] as? String == "slow down")
+    }
+
     @Test func modelsAreForwardedAndUnknownRoutesAre404() throws {
         let h = try VeilHarness()
         defer { h.stop() }

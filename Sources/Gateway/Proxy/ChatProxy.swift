@@ -15,6 +15,7 @@ final class ChatProxy: UpstreamDelegate {
     var headSent = false
     var buffered: [UInt8] = []
     var upstreamStatus = 0
+    var upstreamHeaders: [(name: String, value: String)] = []
     let maxBuffered: Int
     /// The team whose concurrent-stream slot this request holds (released once, at the end).
     var streamSlot: String?
@@ -63,6 +64,7 @@ final class ChatProxy: UpstreamDelegate {
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
         upstreamStatus = head.status
+        upstreamHeaders = head.headers
         x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
         let ct = head.header("content-type")?.lowercased() ?? ""
         streaming = head.status == 200 && ct.hasPrefix("text/event-stream")
@@ -135,7 +137,23 @@ final class ChatProxy: UpstreamDelegate {
         if upstreamStatus == 200, let u = extractUsage(fromJSON: body) {
             x.usage = (u.promptTokens, u.completionTokens, u.totalTokens)
         }
-        x.send(upstreamStatus, body, headers: HeaderPolicy.callerHeaders(from: [], redact: x.log.redact))
+        ChatProxy.relay(x, status: upstreamStatus, redactedBody: body, headers: upstreamHeaders)
+    }
+
+    /// Sends an upstream's whole answer on: status kept, body already redacted; an error that is
+    /// not in the OpenAI envelope is wrapped in one so the SDKs can read it.
+    static func relay(_ x: Exchange, status: Int, redactedBody body: [UInt8], headers: [(name: String, value: String)]) {
+        if status >= 400 && !isErrorEnvelope(body) {
+            return x.fail(VideoRoutes.upstreamError(status, body, key: [], keepStatus: true))
+        }
+        x.send(status, body, headers: HeaderPolicy.callerHeaders(from: headers, redact: x.log.redact))
+    }
+
+    /// `{"error": {...}}` — already the shape the OpenAI SDKs read.
+    static func isErrorEnvelope(_ body: [UInt8]) -> Bool {
+        guard let v = try? JSONValue.parse(body), let e = v["error"] else { return false }
+        if case .object = e { return true }
+        return false
     }
 }
 
@@ -150,7 +168,7 @@ enum ModelsProxy {
             case .failure(let e): x.fail(APIError.from(e))
             case .success(let (head, body)):
                 x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
-                x.send(head.status, KeyRedactor.redact(body, secret: Array(cfg.apiKey.utf8)))
+                ChatProxy.relay(x, status: head.status, redactedBody: KeyRedactor.redact(body, secret: Array(cfg.apiKey.utf8)), headers: head.headers)
             }
         }
         x.response.onClose = { call.cancel() }

@@ -262,7 +262,7 @@ enum VideoRoutes {
 
     /// An upstream error answer: its status kept (5xx become 502 so the SDK's retry is about
     /// Veil's reach, 4xx kept), its message redacted.
-    static func upstreamError(_ status: Int, _ raw: [UInt8], key: [UInt8]) -> APIError {
+    static func upstreamError(_ status: Int, _ raw: [UInt8], key: [UInt8], keepStatus: Bool = false) -> APIError {
         let body = KeyRedactor.redact(raw, secret: key)
         var message = "The upstream refused the request (HTTP \(status))."
         if let v = try? JSONValue.parse(body) {
@@ -270,7 +270,7 @@ enum VideoRoutes {
                 message = "The upstream refused the request (HTTP \(status)): \(String(m.prefix(500)))"
             }
         }
-        let s = status >= 500 ? 502 : (status >= 400 ? status : 502)
+        let s = keepStatus && status >= 400 ? status : (status >= 500 ? 502 : (status >= 400 ? status : 502))
         return APIError(s, message, code: "upstream_error")
     }
 }
