@@ -39,14 +39,6 @@ func environment() -> [String: String] {
     return env
 }
 
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
-}
 
 func readFile(_ path: String) throws(ConfigError) -> String {
     guard let f = fopen(path, "rb") else { throw ConfigError("", "cannot read \(path): \(String(cString: strerror(errno)))") }

@@ -1,5 +1,6 @@
 import HTTPServer
 import HTTPWire
+import Translation
 
 /// An error Veil answers with, in the OpenAI envelope `{"error":{"message","type","param","code"}}`.
 public struct APIError: Error, Sendable, Equatable {
@@ -28,16 +29,7 @@ public struct APIError: Error, Sendable, Equatable {
     }
 
     public var body: [UInt8] {
-        var s = "{\"error\":{\"message\":"
-        appendJSONString(message, to: &s)
-        s += ",\"type\":"
-        appendJSONString(type, to: &s)
-        s += ",\"param\":"
-        if let p = param { appendJSONString(p, to: &s) } else { s += "null" }
-        s += ",\"code\":"
-        if let c = code { appendJSONString(c, to: &s) } else { s += "null" }
-        s += "}}"
-        return Array(s.utf8)
+        OpenAIError(message: message, type: type, param: param, code: code).jsonBytes
     }
 
     // Common errors.
@@ -46,25 +38,6 @@ public struct APIError: Error, Sendable, Equatable {
     public static let tokenExpired = APIError(401, "This team token has expired.", code: "token_expired")
     public static func badGateway(_ detail: String) -> APIError { APIError(502, "The upstream could not be reached: \(detail)", code: "upstream_unreachable") }
     public static func gatewayTimeout(_ detail: String) -> APIError { APIError(504, "The upstream did not answer in time: \(detail)", code: "upstream_timeout") }
-}
-
-/// JSON string literal with the escapes RFC 8259 requires (and `/` left alone).
-public func appendJSONString(_ value: String, to out: inout String) {
-    out += "\""
-    for u in value.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where u.value < 0x20:
-            let hex = Array("0123456789abcdef")
-            out += "\\u00" + String(hex[Int(u.value >> 4)]) + String(hex[Int(u.value & 15)])
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    out += "\""
 }
 
 extension HTTPResponder {

@@ -45,23 +45,25 @@ public final class GatewayLog: Sendable {
 
     func access(_ x: Exchange, durationMillis: Int) {
         guard accessEnabled else { return }
-        var s = "{\"ts\":\(time(nil)),\"request_id\":"
-        appendJSONString(x.requestID, to: &s)
-        s += ",\"method\":"
-        appendJSONString(x.request.method, to: &s)
-        s += ",\"path\":"
-        appendJSONString(String(x.request.path.prefix(256)), to: &s)
-        s += ",\"team\":"
-        if let t = x.team { appendJSONString(t.name, to: &s) } else { s += "null" }
-        s += ",\"status\":\(x.status),\"duration_ms\":\(durationMillis)"
-        if let m = x.model { s += ",\"model\":"; appendJSONString(String(m.prefix(128)), to: &s) }
-        if let u = x.upstreamLatencyMillis { s += ",\"upstream_ms\":\(u)" }
-        s += ",\"bytes_in\":\(x.request.body.count),\"bytes_out\":\(x.bytesOut)"
-        if let u = x.usage { s += ",\"prompt_tokens\":\(u.prompt),\"completion_tokens\":\(u.completion),\"total_tokens\":\(u.total)" }
-        if let e = x.errorCode { s += ",\"error\":"; appendJSONString(e, to: &s) }
-        s += ",\"remote\":"
-        appendJSONString(x.request.remoteAddress, to: &s)
-        s += "}"
-        sink(redact(s))
+        var w = JSONObjectWriter(reserving: 320)
+        w.int("ts", time(nil))
+        w.string("request_id", x.requestID)
+        w.string("method", x.request.method)
+        w.string("path", String(x.request.path.prefix(256)))
+        w.string("team", x.team?.name)
+        w.int("status", x.status)
+        w.int("duration_ms", durationMillis)
+        if let m = x.model { w.string("model", String(m.prefix(128))) }
+        if let u = x.upstreamLatencyMillis { w.int("upstream_ms", u) }
+        w.int("bytes_in", x.request.body.count)
+        w.int("bytes_out", x.bytesOut)
+        if let u = x.usage {
+            w.int("prompt_tokens", u.prompt)
+            w.int("completion_tokens", u.completion)
+            w.int("total_tokens", u.total)
+        }
+        if let e = x.errorCode { w.string("error", e) }
+        w.string("remote", x.request.remoteAddress)
+        sink(redact(String(decoding: w.finish(), as: UTF8.self)))
     }
 }
