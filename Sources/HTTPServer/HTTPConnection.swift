@@ -193,6 +193,7 @@ final class HTTPConnection: IOHandler {
     func queue(_ fill: (inout [UInt8]) -> Void) {
         guard !closed else { return }
         fill(&writeBuf)
+        server.peakQueuedBytes.observe(writeBuf.count - writeStart)
         flush()
     }
 

@@ -18,6 +18,8 @@ public final class HTTPServer: @unchecked Sendable {
     public let bytesOut = Counter()
     public let timeouts = Counter()
     public let refusedOverCapacity = Counter()
+    /// The most bytes ever queued for one client (back-pressure keeps it near the high-water mark).
+    public let peakQueuedBytes = MaxGauge()
 
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
 

@@ -36,6 +36,7 @@ public final class VeilRuntime: @unchecked Sendable {
     @discardableResult
     public func start() throws -> UInt16 {
         Socket.raiseFileLimit()
+        signal(SIGPIPE, SIG_IGN) // sends use MSG_NOSIGNAL; this covers every other write
         guard let (host, port) = ConfigLoader.parseListen(config.listen) else {
             throw ConfigError("listen", "`\(config.listen)` is not host:port")
         }
