@@ -49,6 +49,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         }
         guard let team = x.team else { return x.fail(.unauthorized) }
         if let refusal = x.snapshot.policy.admitRequest(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
+        if CharacterRoutes.handles(path) { return CharacterRoutes.route(x, self) }
         if path == "/v1/videos" || path.hasPrefix("/v1/videos/") {
             return VideoRoutes.route(x, self)
         }

@@ -59,12 +59,13 @@ enum VideoRoutes {
         case .success(let s): spec = s
         }
         x.model = spec.model
-        // @name isolation: a character another team made can't be used in this team's prompt.
-        for name in mentionedCharacterNames(in: spec.prompt) {
-            if let c = try? g.store.characterByName(name), c.team != team.name {
+        // @name isolation: a character another team made can't be used in this team's prompt
+        // (loose scan, see `characterNameCandidates`; a store failure refuses rather than passes).
+        do {
+            if let name = try CharacterRoutes.foreignCharacterMention(in: spec.prompt, team: team.name, store: g.store) {
                 return x.fail(APIError(403, "The prompt uses @\(name), a character that belongs to another team.", param: "prompt", code: "character_not_owned"))
             }
-        }
+        } catch { return x.fail(storeFailure(g, error)) }
         if let refusal = x.snapshot.policy.admitVideo(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
         switch spec.image {
         case .url(let u)?:
