@@ -18,6 +18,7 @@ final class ChatProxy: UpstreamDelegate {
     let maxBuffered: Int
     /// The team whose concurrent-stream slot this request holds (released once, at the end).
     var streamSlot: String?
+    var firstByteSeen = false
 
     init(_ x: Exchange) {
         self.x = x
@@ -73,10 +74,15 @@ final class ChatProxy: UpstreamDelegate {
         h.replace("x-accel-buffering", "no")
         x.sendHead(200, headers: h)
         headSent = true
+        x.context.ops?.metrics.streamOpened()
     }
 
     func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
         if streaming {
+            if !firstByteSeen {
+                firstByteSeen = true
+                x.context.ops?.metrics.firstStreamByte(afterMillis: Int(x.context.loop.now - x.startedAt))
+            }
             usageScanner.feed(bytes)
             redactor.process(bytes) { x.write($0) }
             if !x.response.isWritable {
@@ -98,6 +104,7 @@ final class ChatProxy: UpstreamDelegate {
             streamSlot = nil
             x.snapshot.policy.streamFinished(team: team)
         }
+        if headSent { x.context.ops?.metrics.streamClosed() }
         if streaming {
             redactor.finish { x.write($0) }
             if let u = usageScanner.usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }

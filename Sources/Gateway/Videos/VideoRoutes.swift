@@ -239,7 +239,10 @@ enum VideoRoutes {
     static func delete(_ x: Exchange, _ g: Gateway, id: String) {
         guard let team = x.team else { return x.fail(.unauthorized) }
         do {
+            // An unfinished video deleted now will never be polled to its end: free its in-flight slot.
+            let unfinished = (try g.store.video(id: id, team: team.name)).map { $0.status == "queued" || $0.status == "in_progress" } ?? false
             guard try g.store.deleteVideo(id: id, team: team.name) else { return x.fail(.notFound("No such video.")) }
+            if unfinished { x.snapshot.policy.videoFinished(team: team.name) }
             g.polls.forget(id)
             var w = JSONObjectWriter()
             w.string("id", id)
