@@ -62,7 +62,7 @@ final class TokenBucket: Sendable {
             // Never move the refill time backwards (a loop with an older `now` lost a race).
             let t = max(now & ((1 << 36) - 1), last)
             if t > last {
-                let add = UInt64(Double(t - last) * refillUnitsPerMilli)
+                let add = UInt64((Double(t - last) * refillUnitsPerMilli).rounded())
                 tokens = min(full, tokens + add)
             }
             let allowed = tokens >= scale
