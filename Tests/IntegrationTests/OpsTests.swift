@@ -198,4 +198,19 @@ import Testing
         #expect(log.contains { $0.contains("\"request_id\":\"caller-req-42\"") && $0.contains("\"team\":\"web\"") })
         #expect(log.contains { $0.contains("\"request_id\":\"\(generated)\"") })
     }
+
+    @Test func promptsAreLoggedOnlyWhenConfigured() throws {
+        let h = try VeilHarness(extraYAML: """
+        log:
+          prompts: true
+        """)
+        defer { h.stop() }
+        _ = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"tell me about owls"}]}"#)
+        _ = try h.post("/v1/videos", json: #"{"model":"sora-2","prompt":"an owl at night"}"#)
+        #expect(waitUntil(2) { h.accessLog.count >= 2 })
+        #expect(h.accessLog.contains { $0.contains("\"prompt\":\"tell me about owls\"") })
+        #expect(h.accessLog.contains { $0.contains("\"prompt\":\"an owl at night\"") })
+        #expect(!h.accessLog.contains { $0.contains("be brief") })
+        for line in h.accessLog { #expect(!line.contains(h.upstreamKey)) }
+    }
 }

@@ -35,6 +35,7 @@ final class ChatProxy: UpstreamDelegate {
             return x.fail(APIError(400, "`model` is required.", param: "model", code: "missing_model"))
         }
         x.model = model
+        if x.snapshot.config.log.prompts { x.prompt = lastUserMessage(x.request.body) }
         if let allowed = x.team?.models, !allowed.contains(model) {
             return x.fail(APIError(403, "Model `\(model)` is not allowed for this team.", param: "model", code: "model_not_allowed"))
         }
@@ -162,4 +163,17 @@ enum ModelsProxy {
         }
         x.response.onClose = { call.cancel() }
     }
+}
+
+/// The last user message's text (for `log.prompts: true` only): a string content, or the text parts.
+func lastUserMessage(_ body: [UInt8]) -> String? {
+    guard let v = try? JSONValue.parse(body), case .array(let messages)? = v["messages"] else { return nil }
+    for m in messages.reversed() where m["role"]?.stringValue == "user" {
+        if let s = m["content"]?.stringValue { return s }
+        if case .array(let parts)? = m["content"] {
+            return parts.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined(separator: "\n")
+        }
+        return nil
+    }
+    return nil
 }

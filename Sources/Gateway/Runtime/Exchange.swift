@@ -22,6 +22,8 @@ public final class Exchange {
     public var bytesOut = 0
     public var usage: (prompt: Int, completion: Int, total: Int)?
     public var errorCode: String?
+    /// The prompt, for the access log when `log.prompts: true` (nil otherwise).
+    public var prompt: String?
     /// Extra headers every answer of this exchange carries (CORS, rate limits).
     public var commonHeaders = HTTPHeaders()
     private var finished = false

@@ -59,6 +59,7 @@ public final class GatewayLog: Sendable {
         s += ",\"bytes_in\":\(x.request.body.count),\"bytes_out\":\(x.bytesOut)"
         if let u = x.usage { s += ",\"prompt_tokens\":\(u.prompt),\"completion_tokens\":\(u.completion),\"total_tokens\":\(u.total)" }
         if let e = x.errorCode { s += ",\"error\":"; appendJSONString(e, to: &s) }
+        if x.snapshot.config.log.prompts, let p = x.prompt { s += ",\"prompt\":"; appendJSONString(String(p.prefix(2000)), to: &s) }
         s += ",\"remote\":"
         appendJSONString(x.request.remoteAddress, to: &s)
         s += "}"

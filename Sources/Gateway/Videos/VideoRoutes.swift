@@ -59,6 +59,7 @@ enum VideoRoutes {
         case .success(let s): spec = s
         }
         x.model = spec.model
+        if cfg.log.prompts { x.prompt = spec.prompt }
         // @name isolation: a character another team made can't be used in this team's prompt.
         for name in mentionedCharacterNames(in: spec.prompt) {
             if let c = try? g.store.characterByName(name), c.team != team.name {
