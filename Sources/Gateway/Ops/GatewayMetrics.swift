@@ -13,23 +13,21 @@ public final class GatewayMetrics: @unchecked Sendable {
     /// Chat streams open right now (all teams).
     let openStreams = Atomic<Int>(0)
 
-    enum Name {
-        static let requests = "veil_requests_total"
-        static let upstreamLatency = "veil_upstream_latency_seconds"
-        static let firstByte = "veil_stream_first_byte_seconds"
-        static let refusals = "veil_rate_limit_refusals_total"
-        static let openConnections = "veil_open_connections"
-        static let openStreams = "veil_open_streams"
-        static let bytesIn = "veil_bytes_received_total"
-        static let bytesOut = "veil_bytes_sent_total"
-        static let timeouts = "veil_connection_timeouts_total"
-        static let refusedConnections = "veil_connections_refused_total"
-    }
-    enum Help {
-        static let requests = "Requests answered, by route template, method, status and team."
-        static let upstreamLatency = "Time from the request's arrival to the upstream's response head, by route template."
-        static let firstByte = "Chat streams: time from the request's arrival to the first SSE bytes sent to the caller."
-        static let refusals = "Requests refused by a team limit (rate, concurrent streams, videos in flight, daily quota)."
+    /// Metric names and help texts (one descriptor per name: the registry wants one help per name).
+    enum Desc {
+        static func d(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "veil", metricName: name, unitName: unit, helpText: help)
+        }
+        static var requests: MetricNameDescriptor { d("requests", "total", "Requests answered, by route template, method, status and team.") }
+        static var upstreamLatency: MetricNameDescriptor { d("upstream_latency", "seconds", "Time from the request's arrival to the upstream's response head, by route template.") }
+        static var firstByte: MetricNameDescriptor { d("stream_first_byte", "seconds", "Chat streams: time from the request's arrival to the first SSE bytes sent to the caller.") }
+        static var refusals: MetricNameDescriptor { d("rate_limit_refusals", "total", "Requests refused by a team limit (rate, concurrent streams, videos in flight, daily quota).") }
+        static var openConnections: MetricNameDescriptor { d("open_connections", "", "Client connections open now.") }
+        static var openStreams: MetricNameDescriptor { d("open_streams", "", "Chat streams (SSE) open now.") }
+        static var bytesIn: MetricNameDescriptor { d("bytes_received", "total", "Bytes read from clients.") }
+        static var bytesOut: MetricNameDescriptor { d("bytes_sent", "total", "Bytes written to clients.") }
+        static var timeouts: MetricNameDescriptor { d("connection_timeouts", "total", "Client connections closed by a header, body or idle timeout.") }
+        static var refusedConnections: MetricNameDescriptor { d("connections_refused", "total", "Connections refused over limits.max_connections.") }
     }
     static let latencyBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 
@@ -43,12 +41,12 @@ public final class GatewayMetrics: @unchecked Sendable {
     private let exported = Mutex<[Int]>([0, 0, 0, 0])
 
     public init() {
-        openConnectionsGauge = registry.makeGauge(name: Name.openConnections, help: "Client connections open now.")
-        openStreamsGauge = registry.makeGauge(name: Name.openStreams, help: "Chat streams (SSE) open now.")
-        bytesIn = registry.makeCounter(name: Name.bytesIn, help: "Bytes read from clients.")
-        bytesOut = registry.makeCounter(name: Name.bytesOut, help: "Bytes written to clients.")
-        timeouts = registry.makeCounter(name: Name.timeouts, help: "Client connections closed by a header, body or idle timeout.")
-        refusedConnections = registry.makeCounter(name: Name.refusedConnections, help: "Connections refused over limits.max_connections.")
+        openConnectionsGauge = registry.makeGauge(descriptor: Desc.openConnections)
+        openStreamsGauge = registry.makeGauge(descriptor: Desc.openStreams)
+        bytesIn = registry.makeCounter(descriptor: Desc.bytesIn)
+        bytesOut = registry.makeCounter(descriptor: Desc.bytesOut)
+        timeouts = registry.makeCounter(descriptor: Desc.timeouts)
+        refusedConnections = registry.makeCounter(descriptor: Desc.refusedConnections)
     }
 
     /// The Prometheus text exposition.
@@ -91,17 +89,16 @@ final class LoopMetrics {
         let key = RequestKey(route: route, method: method, status: status, team: t)
         let c: Prometheus.Counter
         if let hit = requests[key] { c = hit } else {
-            c = metrics.registry.makeCounter(name: GatewayMetrics.Name.requests,
-                                             labels: [("route", route), ("method", method), ("status", String(status)), ("team", t)],
-                                             help: GatewayMetrics.Help.requests)
+            c = metrics.registry.makeCounter(descriptor: GatewayMetrics.Desc.requests,
+                                             labels: [("route", route), ("method", method), ("status", String(status)), ("team", t)])
             requests[key] = c
         }
         c.increment()
         if let ms = upstreamMillis {
             let h: ValueHistogram
             if let hit = upstreamLatency[route] { h = hit } else {
-                h = metrics.registry.makeValueHistogram(name: GatewayMetrics.Name.upstreamLatency, labels: [("route", route)],
-                                                        buckets: GatewayMetrics.latencyBuckets, help: GatewayMetrics.Help.upstreamLatency)
+                h = metrics.registry.makeValueHistogram(descriptor: GatewayMetrics.Desc.upstreamLatency, labels: [("route", route)],
+                                                        buckets: GatewayMetrics.latencyBuckets)
                 upstreamLatency[route] = h
             }
             h.record(Double(ms) / 1000)
@@ -110,8 +107,7 @@ final class LoopMetrics {
             let rk = RefusalKey(team: t, reason: code)
             let rc: Prometheus.Counter
             if let hit = refusals[rk] { rc = hit } else {
-                rc = metrics.registry.makeCounter(name: GatewayMetrics.Name.refusals, labels: [("team", t), ("reason", code)],
-                                                  help: GatewayMetrics.Help.refusals)
+                rc = metrics.registry.makeCounter(descriptor: GatewayMetrics.Desc.refusals, labels: [("team", t), ("reason", code)])
                 refusals[rk] = rc
             }
             rc.increment()
@@ -124,8 +120,7 @@ final class LoopMetrics {
     func firstStreamByte(afterMillis ms: Int) {
         let h: ValueHistogram
         if let f = firstByte { h = f } else {
-            h = metrics.registry.makeValueHistogram(name: GatewayMetrics.Name.firstByte, labels: [],
-                                                    buckets: GatewayMetrics.latencyBuckets, help: GatewayMetrics.Help.firstByte)
+            h = metrics.registry.makeValueHistogram(descriptor: GatewayMetrics.Desc.firstByte, buckets: GatewayMetrics.latencyBuckets)
             firstByte = h
         }
         h.record(Double(ms) / 1000)

@@ -50,8 +50,8 @@ final class VeilProcess: @unchecked Sendable {
         stderrPath = "/tmp/veil-signal-\(id).err"
         self.storePath = storePath
         try configText.write(toFile: configPath, atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: bin)
         process.arguments = ["serve", "--config", configPath]
         // No VEIL_* from the test's environment.
@@ -98,7 +98,7 @@ final class VeilProcess: @unchecked Sendable {
         p.arguments = args
         p.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"]
         let out = "/tmp/veil-run-\(UUID().uuidString).out"
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         let fh = FileHandle(forWritingAtPath: out)
         p.standardOutput = fh
         p.standardError = fh
