@@ -10,6 +10,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
     ],
     targets: [
         // C glue: epoll, accept4, eventfd, timerfd and signalfd are not exposed by Glibc's module map.
@@ -40,6 +41,7 @@ let package = Package(
             "CCrypto", "Translation",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The stand-in upstream: every quirk of the reseller, on loopback (`veil serve --sandbox`, tests).
         .target(name: "Sandbox", dependencies: ["HTTPServer", "HTTPWire", "Reactor", "Translation"]),

@@ -17,6 +17,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     public let log: GatewayLog
     public let store: any GatewayStore
     let polls = PollCoalescer()
+    public let metrics = GatewayMetrics()
 
     public init(log: GatewayLog, store: any GatewayStore) {
         self.log = log
@@ -33,6 +34,8 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     func route(_ x: Exchange) {
         let path = x.request.path
         let method = x.request.method
+        // CORS headers on every answer; preflights, /readyz and /metrics need no token.
+        if OpsRoutes.handle(x, self) { return }
         // Routes that need no token.
         if path == "/healthz" {
             guard method == "GET" || method == "HEAD" else { return x.fail(methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET, HEAD"]) }
@@ -66,6 +69,12 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         default:
             x.fail(.notFound("Unknown route \(method) \(String(path.prefix(200)))."))
         }
+    }
+
+    /// Gives each loop its operations state and the metrics their server; before the server starts.
+    public func attach(server: HTTPServer) {
+        metrics.server = server
+        for c in contexts { c.ops = LoopOps(metrics: metrics, store: store, log: log) }
     }
 
     func methodNotAllowed(_ method: String, allowed: String) -> APIError {

@@ -10,7 +10,7 @@ struct Veil: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil",
         abstract: "A small, fast gateway in front of a quirky OpenAI-style reseller: hides the key, cleans the schema, keeps teams apart.",
-        subcommands: [Serve.self, HashToken.self, CheckConfig.self],
+        subcommands: [Serve.self, HashToken.self, CheckConfig.self, Usage.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -127,8 +127,10 @@ struct Serve: ParsableCommand {
                 continue
             }
             runtime.log.logger.notice("shutting down", metadata: ["grace_ms": "\(config.shutdownGraceMillis)"])
-            runtime.shutdown(graceMillis: config.shutdownGraceMillis)
+            runtime.shutdown(graceMillis: runtime.config.shutdownGraceMillis)  // also closes the store
             sandboxHandle?.stop()
+            runtime.log.logger.notice("stopped")
+            fflush(nil)
             Glibc.exit(0)
         }
     }
@@ -150,6 +152,26 @@ struct CheckConfig: ParsableCommand {
             let c = try loadConfig(path, env)
             print("\(path): valid — \(c.teams.count) team(s), upstream \(c.upstream.baseURL), listen \(c.listen)")
         } catch { fail("\(error)") }
+    }
+}
+
+struct Usage: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print per-team usage (requests, errors, tokens, videos) from the store.")
+    @OptionGroup var options: ConfigOption
+    @Option(name: .long, help: "Only this team.") var team: String?
+    @Option(name: .long, help: "How far back: 90s, 30m, 24h, 7d, 2w.") var since = "24h"
+    @Option(name: .long, help: "The store file (default: store.path of the configuration).") var store: String?
+
+    func run() throws {
+        guard let seconds = UsageReport.parseDuration(since) else { fail("--since `\(since)`: use a number and s, m, h, d or w (e.g. 24h)") }
+        let path: String
+        if let store { path = store } else {
+            let env = environment()
+            do { path = try loadConfig(options.path(env), env).store.path } catch { fail("\(error)") }
+        }
+        guard path != ":memory:" else { fail("the store is in memory (sandbox mode): nothing to read") }
+        do { print(try UsageReport.run(storePath: path, team: team, sinceSeconds: seconds), terminator: "") }
+        catch { fail("\(error)") }
     }
 }
 

@@ -9,27 +9,27 @@ import Store
 public final class Policy: @unchecked Sendable {
     public struct Refusal { public let error: APIError; public let headers: HTTPHeaders }
     private let states: [String: TeamState]
+    private let buckets: [String: TokenBucket]
     private let teams: [String: GatewayConfig.Team]
     let store: (any VideoStore)?
 
-    /// `previous` carries live counters over a reload for teams that keep their name.
+    /// `previous` carries live state over a reload for teams that keep their name: the stream and
+    /// video counters always (requests started under the old snapshot release their slots on the
+    /// same objects), the token bucket when the team's rate is unchanged.
     init(teams list: [GatewayConfig.Team], previous: Policy?, store: (any VideoStore)?) {
         var s: [String: TeamState] = [:]
+        var b: [String: TokenBucket] = [:]
         var t: [String: GatewayConfig.Team] = [:]
         for team in list {
             t[team.name] = team
-            if let old = previous?.states[team.name], old.bucket?.capacity == team.requestsPerMinute {
-                s[team.name] = old
-            } else {
-                let fresh = TeamState(name: team.name, requestsPerMinute: team.requestsPerMinute)
-                if let old = previous?.states[team.name] {
-                    fresh.openStreams.store(old.openStreams.load(ordering: .relaxed), ordering: .relaxed)
-                    fresh.videosInFlight.store(old.videosInFlight.load(ordering: .relaxed), ordering: .relaxed)
-                }
-                s[team.name] = fresh
+            s[team.name] = previous?.states[team.name] ?? TeamState(name: team.name)
+            if let rpm = team.requestsPerMinute {
+                if let old = previous?.buckets[team.name], old.capacity == rpm { b[team.name] = old }
+                else { b[team.name] = TokenBucket(capacity: rpm, refillPerMillis: Double(rpm) / 60_000) }
             }
         }
         states = s
+        buckets = b
         teams = t
         self.store = store
     }
@@ -39,7 +39,7 @@ public final class Policy: @unchecked Sendable {
     /// Rate limit: adds the `x-ratelimit-*` headers to the exchange (every answer carries them)
     /// and refuses with 429 when the bucket is empty.
     func admitRequest(_ x: Exchange, team: GatewayConfig.Team) -> Refusal? {
-        guard let bucket = states[team.name]?.bucket else { return nil }
+        guard let bucket = buckets[team.name] else { return nil }
         let o = bucket.take(now: EventLoop.monotonicMillis())
         x.commonHeaders.replace("x-ratelimit-limit-requests", String(bucket.capacity))
         x.commonHeaders.replace("x-ratelimit-remaining-requests", String(o.remaining))

@@ -4,13 +4,11 @@ import Synchronization
 /// a reload hands the same object to the new snapshot when the team keeps its name.
 public final class TeamState: Sendable {
     public let name: String
-    let bucket: TokenBucket?
     let openStreams = Atomic<Int>(0)
     let videosInFlight = Atomic<Int>(0)
 
-    init(name: String, requestsPerMinute: Int?) {
+    init(name: String) {
         self.name = name
-        bucket = requestsPerMinute.map { TokenBucket(capacity: $0, refillPerMillis: Double($0) / 60_000) }
     }
 
     /// Takes one slot if fewer than `max` are taken.
@@ -61,9 +59,10 @@ final class TokenBucket: Sendable {
         while true {
             let last = old >> TokenBucket.tokenBits
             var tokens = old & TokenBucket.tokenMask
-            let t = now & ((1 << 36) - 1)
+            // Never move the refill time backwards (a loop with an older `now` lost a race).
+            let t = max(now & ((1 << 36) - 1), last)
             if t > last {
-                let add = UInt64(Double(t - last) * refillUnitsPerMilli)
+                let add = UInt64((Double(t - last) * refillUnitsPerMilli).rounded())
                 tokens = min(full, tokens + add)
             }
             let allowed = tokens >= scale

@@ -19,6 +19,7 @@ final class ChatProxy: UpstreamDelegate {
     let maxBuffered: Int
     /// The team whose concurrent-stream slot this request holds (released once, at the end).
     var streamSlot: String?
+    var firstByteSeen = false
 
     init(_ x: Exchange) {
         self.x = x
@@ -35,6 +36,7 @@ final class ChatProxy: UpstreamDelegate {
             return x.fail(APIError(400, "`model` is required.", param: "model", code: "missing_model"))
         }
         x.model = model
+        if x.snapshot.config.log.prompts { x.prompt = lastUserMessage(x.request.body) }
         if let allowed = x.team?.models, !allowed.contains(model) {
             return x.fail(APIError(403, "Model `\(model)` is not allowed for this team.", param: "model", code: "model_not_allowed"))
         }
@@ -75,10 +77,15 @@ final class ChatProxy: UpstreamDelegate {
         h.replace("x-accel-buffering", "no")
         x.sendHead(200, headers: h)
         headSent = true
+        x.context.ops?.metrics.streamOpened()
     }
 
     func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
         if streaming {
+            if !firstByteSeen {
+                firstByteSeen = true
+                x.context.ops?.metrics.firstStreamByte(afterMillis: Int(x.context.loop.now - x.startedAt))
+            }
             usageScanner.feed(bytes)
             redactor.process(bytes) { x.write($0) }
             if !x.response.isWritable {
@@ -100,6 +107,7 @@ final class ChatProxy: UpstreamDelegate {
             streamSlot = nil
             x.snapshot.policy.streamFinished(team: team)
         }
+        if headSent { x.context.ops?.metrics.streamClosed() }
         if streaming {
             redactor.finish { x.write($0) }
             if let u = usageScanner.usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }
@@ -173,4 +181,17 @@ enum ModelsProxy {
         }
         x.response.onClose = { call.cancel() }
     }
+}
+
+/// The last user message's text (for `log.prompts: true` only): a string content, or the text parts.
+func lastUserMessage(_ body: [UInt8]) -> String? {
+    guard let v = try? JSONValue.parse(body), case .array(let messages)? = v["messages"] else { return nil }
+    for m in messages.reversed() where m["role"]?.stringValue == "user" {
+        if let s = m["content"]?.stringValue { return s }
+        if case .array(let parts)? = m["content"] {
+            return parts.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }.joined(separator: "\n")
+        }
+        return nil
+    }
+    return nil
 }

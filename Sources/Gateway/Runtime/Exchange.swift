@@ -22,6 +22,8 @@ public final class Exchange {
     public var bytesOut = 0
     public var usage: (prompt: Int, completion: Int, total: Int)?
     public var errorCode: String?
+    /// The prompt, for the access log when `log.prompts: true` (nil otherwise).
+    public var prompt: String?
     /// Extra headers every answer of this exchange carries (CORS, rate limits).
     public var commonHeaders = HTTPHeaders()
     private var finished = false
@@ -76,6 +78,16 @@ public final class Exchange {
         finish()
     }
 
+    /// A whole answer that is not JSON (metrics text, an empty 204).
+    public func sendRaw(_ status: Int, _ body: [UInt8], contentType: String?, headers extra: HTTPHeaders = HTTPHeaders()) {
+        self.status = status
+        bytesOut += body.count
+        var h = headers(extra)
+        if let contentType { h.replace("content-type", contentType) }
+        response.respond(status: status, headers: h, body: body)
+        finish()
+    }
+
     /// Streaming: the head now, body later through `write`, then `end`.
     public func sendHead(_ status: Int, headers extra: HTTPHeaders) {
         self.status = status
@@ -103,5 +115,6 @@ public final class Exchange {
         guard !finished else { return }
         finished = true
         log.access(self, durationMillis: Int(EventLoop.monotonicMillis() - startedAt))
+        context.ops?.finished(self)
     }
 }

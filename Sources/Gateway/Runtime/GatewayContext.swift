@@ -13,12 +13,14 @@ public final class ConfigSnapshot: Sendable {
     public let upstreamBase: String
 
     public let policy: Policy
+    public let cors: CORSPolicy
 
     public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
         self.config = config
         self.authenticator = TokenAuthenticator(teams: config.teams)
         self.generation = generation
         self.policy = Policy(teams: config.teams, previous: previous?.policy, store: store)
+        self.cors = CORSPolicy(config.cors)
         var b = config.upstream.baseURL
         while b.hasSuffix("/") { b.removeLast() }
         upstreamBase = b
@@ -33,6 +35,8 @@ public final class LoopContext: @unchecked Sendable {
     public let loop: EventLoop
     public let upstream: UpstreamClientProtocol
     public var snapshot: ConfigSnapshot
+    /// Metrics, readiness and usage recording for this loop (set by `Gateway.attach`).
+    public internal(set) var ops: LoopOps?
 
     public init(loop: EventLoop, upstream: UpstreamClientProtocol, snapshot: ConfigSnapshot) {
         self.loop = loop

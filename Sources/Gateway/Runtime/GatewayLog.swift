@@ -63,6 +63,7 @@ public final class GatewayLog: Sendable {
             w.int("total_tokens", u.total)
         }
         if let e = x.errorCode { w.string("error", e) }
+        if x.snapshot.config.log.prompts, let p = x.prompt { w.string("prompt", String(p.prefix(2000))) }
         w.string("remote", x.request.remoteAddress)
         sink(redact(String(decoding: w.finish(), as: UTF8.self)))
     }

@@ -16,6 +16,7 @@ public final class VeilRuntime: @unchecked Sendable {
     private let generation = Atomic<Int>(1)
     private var current: ConfigSnapshot?
     private let stoppedLoops = Atomic<Int>(0)
+    private let sqlite: SQLiteStore
     public var log: GatewayLog { gateway.log }
 
     /// Opens the store (failing with a message naming its path) and prepares the gateway.
@@ -25,6 +26,7 @@ public final class VeilRuntime: @unchecked Sendable {
         do { store = try SQLiteStore(path: config.store.path) } catch {
             throw ConfigError("store.path", "cannot open the store: \(error)")
         }
+        self.sqlite = store
         self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access), store: store)
     }
 
@@ -46,6 +48,7 @@ public final class VeilRuntime: @unchecked Sendable {
         loops = (0..<n).map { EventLoop(id: $0) }
         gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot) }
         server = try HTTPServer(config: config.serverConfig(host: host, port: port), handler: gateway, loops: loops)
+        gateway.attach(server: server)
         for loop in loops {
             startThread(name: "veil-loop-\(loop.id)") { [self] in
                 loop.run()
@@ -79,10 +82,11 @@ public final class VeilRuntime: @unchecked Sendable {
         stop()
     }
 
-    /// Stops the loops at once (tests).
+    /// Stops the loops at once (tests), then closes the store (buffered usage is written).
     public func stop() {
         for l in loops { l.stop() }
         let deadline = EventLoop.monotonicMillis() + 2_000
         while stoppedLoops.load(ordering: .relaxed) < loops.count && EventLoop.monotonicMillis() < deadline { usleep(5_000) }
+        sqlite.close()
     }
 }

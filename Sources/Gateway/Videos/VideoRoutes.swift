@@ -59,6 +59,7 @@ enum VideoRoutes {
         case .success(let s): spec = s
         }
         x.model = spec.model
+        if cfg.log.prompts { x.prompt = spec.prompt }
         // @name isolation: a character another team made can't be used in this team's prompt
         // (loose scan, see `characterNameCandidates`; a store failure refuses rather than passes).
         do {
@@ -240,7 +241,10 @@ enum VideoRoutes {
     static func delete(_ x: Exchange, _ g: Gateway, id: String) {
         guard let team = x.team else { return x.fail(.unauthorized) }
         do {
+            // An unfinished video deleted now will never be polled to its end: free its in-flight slot.
+            let unfinished = (try g.store.video(id: id, team: team.name)).map { $0.status == "queued" || $0.status == "in_progress" } ?? false
             guard try g.store.deleteVideo(id: id, team: team.name) else { return x.fail(.notFound("No such video.")) }
+            if unfinished { x.snapshot.policy.videoFinished(team: team.name) }
             g.polls.forget(id)
             var w = JSONObjectWriter()
             w.string("id", id)

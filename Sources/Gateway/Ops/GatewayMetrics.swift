@@ -1,0 +1,128 @@
+import HTTPServer
+import Prometheus
+import Synchronization
+
+/// Veil's Prometheus metrics (swift-prometheus). Counters are atomics; each loop keeps its own
+/// cache of the labelled series it has used (`LoopMetrics`), so the request path never takes the
+/// registry's lock after a series' first use. Server-wide numbers (connections, bytes) live in
+/// the HTTP server's atomic counters and are copied into the registry when `/metrics` is read.
+public final class GatewayMetrics: @unchecked Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    /// Set once by `VeilRuntime.start` before the listeners open.
+    var server: HTTPServer?
+    /// Chat streams open right now (all teams).
+    let openStreams = Atomic<Int>(0)
+
+    /// Metric names and help texts (one descriptor per name: the registry wants one help per name).
+    enum Desc {
+        static func d(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(namespace: "veil", metricName: name, unitName: unit, helpText: help)
+        }
+        static var requests: MetricNameDescriptor { d("requests", "total", "Requests answered, by route template, method, status and team.") }
+        static var upstreamLatency: MetricNameDescriptor { d("upstream_latency", "seconds", "Time from the request's arrival to the upstream's response head, by route template.") }
+        static var firstByte: MetricNameDescriptor { d("stream_first_byte", "seconds", "Chat streams: time from the request's arrival to the first SSE bytes sent to the caller.") }
+        static var refusals: MetricNameDescriptor { d("rate_limit_refusals", "total", "Requests refused by a team limit (rate, concurrent streams, videos in flight, daily quota).") }
+        static var openConnections: MetricNameDescriptor { d("open_connections", "", "Client connections open now.") }
+        static var openStreams: MetricNameDescriptor { d("open_streams", "", "Chat streams (SSE) open now.") }
+        static var bytesIn: MetricNameDescriptor { d("bytes_received", "total", "Bytes read from clients.") }
+        static var bytesOut: MetricNameDescriptor { d("bytes_sent", "total", "Bytes written to clients.") }
+        static var timeouts: MetricNameDescriptor { d("connection_timeouts", "total", "Client connections closed by a header, body or idle timeout.") }
+        static var refusedConnections: MetricNameDescriptor { d("connections_refused", "total", "Connections refused over limits.max_connections.") }
+    }
+    static let latencyBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+
+    private let openConnectionsGauge: Gauge
+    private let openStreamsGauge: Gauge
+    private let bytesIn: Prometheus.Counter
+    private let bytesOut: Prometheus.Counter
+    private let timeouts: Prometheus.Counter
+    private let refusedConnections: Prometheus.Counter
+    /// Server counter values already added to the registry's counters (scrapes are rare).
+    private let exported = Mutex<[Int]>([0, 0, 0, 0])
+
+    public init() {
+        openConnectionsGauge = registry.makeGauge(descriptor: Desc.openConnections)
+        openStreamsGauge = registry.makeGauge(descriptor: Desc.openStreams)
+        bytesIn = registry.makeCounter(descriptor: Desc.bytesIn)
+        bytesOut = registry.makeCounter(descriptor: Desc.bytesOut)
+        timeouts = registry.makeCounter(descriptor: Desc.timeouts)
+        refusedConnections = registry.makeCounter(descriptor: Desc.refusedConnections)
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> [UInt8] {
+        if let s = server {
+            openConnectionsGauge.set(Double(s.openConnections.current))
+            let now = [s.bytesIn.current, s.bytesOut.current, s.timeouts.current, s.refusedOverCapacity.current]
+            let targets = [bytesIn, bytesOut, timeouts, refusedConnections]
+            exported.withLock { last in
+                for i in 0..<4 where now[i] > last[i] {
+                    targets[i].increment(by: Int64(now[i] - last[i]))
+                    last[i] = now[i]
+                }
+            }
+        }
+        openStreamsGauge.set(Double(openStreams.load(ordering: .relaxed)))
+        var out: [UInt8] = []
+        out.reserveCapacity(8192)
+        registry.emit(into: &out)
+        return out
+    }
+}
+
+/// One loop's handles on the metrics: dictionaries touched only on that loop's thread.
+final class LoopMetrics {
+    let metrics: GatewayMetrics
+    private struct RequestKey: Hashable { let route: String; let method: String; let status: Int; let team: String }
+    private struct RefusalKey: Hashable { let team: String; let reason: String }
+    private var requests: [RequestKey: Prometheus.Counter] = [:]
+    private var refusals: [RefusalKey: Prometheus.Counter] = [:]
+    private var upstreamLatency: [String: ValueHistogram] = [:]
+    private var firstByte: ValueHistogram?
+
+    static let refusalCodes: Set<String> = ["rate_limit_exceeded", "concurrent_streams_exceeded", "videos_in_flight_exceeded", "quota_exceeded"]
+
+    init(_ metrics: GatewayMetrics) { self.metrics = metrics }
+
+    func request(route: String, method: String, status: Int, team: String?, errorCode: String?, upstreamMillis: Int?) {
+        let t = team ?? "none"
+        let key = RequestKey(route: route, method: method, status: status, team: t)
+        let c: Prometheus.Counter
+        if let hit = requests[key] { c = hit } else {
+            c = metrics.registry.makeCounter(descriptor: GatewayMetrics.Desc.requests,
+                                             labels: [("route", route), ("method", method), ("status", String(status)), ("team", t)])
+            requests[key] = c
+        }
+        c.increment()
+        if let ms = upstreamMillis {
+            let h: ValueHistogram
+            if let hit = upstreamLatency[route] { h = hit } else {
+                h = metrics.registry.makeValueHistogram(descriptor: GatewayMetrics.Desc.upstreamLatency, labels: [("route", route)],
+                                                        buckets: GatewayMetrics.latencyBuckets)
+                upstreamLatency[route] = h
+            }
+            h.record(Double(ms) / 1000)
+        }
+        if status == 429, let code = errorCode, LoopMetrics.refusalCodes.contains(code) {
+            let rk = RefusalKey(team: t, reason: code)
+            let rc: Prometheus.Counter
+            if let hit = refusals[rk] { rc = hit } else {
+                rc = metrics.registry.makeCounter(descriptor: GatewayMetrics.Desc.refusals, labels: [("team", t), ("reason", code)])
+                refusals[rk] = rc
+            }
+            rc.increment()
+        }
+    }
+
+    func streamOpened() { metrics.openStreams.add(1, ordering: .relaxed) }
+    func streamClosed() { metrics.openStreams.subtract(1, ordering: .relaxed) }
+
+    func firstStreamByte(afterMillis ms: Int) {
+        let h: ValueHistogram
+        if let f = firstByte { h = f } else {
+            h = metrics.registry.makeValueHistogram(descriptor: GatewayMetrics.Desc.firstByte, buckets: GatewayMetrics.latencyBuckets)
+            firstByte = h
+        }
+        h.record(Double(ms) / 1000)
+    }
+}
