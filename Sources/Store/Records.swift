@@ -195,6 +195,8 @@ public protocol CharacterStore: Sendable {
     func characterByName(_ name: String) throws -> CharacterRecord?
     /// Sets statuses (and updatedAt = now) in one transaction; unknown ids are ignored.
     func updateCharacterStatuses(_ updates: [(id: String, status: String)]) throws
+    /// Status and, when the upstream told it, the creation time (one transaction).
+    func updateCharacters(_ updates: [CharacterUpdate]) throws
     /// Soft delete; frees the name. True if a live character existed for that team.
     func deleteCharacter(id: String, team: String) throws -> Bool
 }
@@ -203,4 +205,14 @@ public protocol UsageStore: Sendable {
     func recordUsage(_ u: UsageRecord) throws
     /// One row per team with records at or after `since` (seconds), sorted by team; `team` nil = all teams.
     func usageSummary(team: String?, since: Int) throws -> [UsageSummary]
+}
+
+/// A refreshed character: its status, and the upstream's creation time when it gave one.
+public struct CharacterUpdate: Sendable, Equatable {
+    public var id: String
+    public var status: String
+    public var createdAt: Int?
+    public init(id: String, status: String, createdAt: Int? = nil) {
+        self.id = id; self.status = status; self.createdAt = createdAt
+    }
 }

@@ -297,7 +297,7 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
         static let characterByIDTeam = "SELECT \(characterColumns) FROM characters WHERE id = ?1 AND team = ?2 AND deleted_at IS NULL"
         static let charactersByTeam = "SELECT \(characterColumns) FROM characters WHERE team = ?1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
         static let characterByName = "SELECT \(characterColumns) FROM characters WHERE name_key = ?1 AND deleted_at IS NULL"
-        static let updateCharacterStatus = "UPDATE characters SET status = ?2, updated_at = ?3 WHERE id = ?1"
+        static let updateCharacterStatus = "UPDATE characters SET status = ?2, updated_at = ?3, created_at = COALESCE(?4, created_at) WHERE id = ?1"
         static let deleteCharacter = "UPDATE characters SET deleted_at = ?3, updated_at = ?3 WHERE id = ?1 AND team = ?2 AND deleted_at IS NULL"
 
         static let insertUsage = """
@@ -419,13 +419,16 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
     }
 
     public func updateCharacterStatuses(_ updates: [(id: String, status: String)]) throws {
+        try updateCharacters(updates.map { CharacterUpdate(id: $0.id, status: $0.status) })
+    }
+
+    public func updateCharacters(_ updates: [CharacterUpdate]) throws {
         guard !updates.isEmpty else { return }
-        let ids = updates.map(\.id), statuses = updates.map(\.status)  // Sendable copies for the lock
         let now = Self.now()
         try core.with { c, _ in
             let update = try c.prepare(SQL.updateCharacterStatus)
             try c.transaction {
-                for i in ids.indices { try update.run(ids[i], statuses[i], now) }
+                for u in updates { try update.run(u.id, u.status, now, u.createdAt) }
             }
         }
     }

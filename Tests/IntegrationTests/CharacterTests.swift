@@ -96,6 +96,23 @@ import Testing
         for line in h.accessLog { #expect(!line.contains(h.upstreamKey)) }
     }
 
+    /// `create_time` is a local time in the upstream's zone: read with `characters.time_zone` it is
+    /// the real creation time; read as UTC it would be 8 hours off (the stand-in writes UTC+8).
+    @Test(arguments: [("Asia/Shanghai", 0), ("UTC", 8 * 3600)])
+    func createTimeIsReadInTheConfiguredZone(zone: String, expectedSkew: Int) throws {
+        let h = try VeilHarness(extraYAML: "characters:\n  time_zone: \"\(zone)\"")
+        defer { h.stop() }
+        let video = try completedVideo(h)
+        let c = try createCharacter(h, video: video, name: "zone_\(expectedSkew)")
+        let id = try #require(jsonObject(c)["id"] as? String)
+        _ = try h.get("/v1/characters/\(id)")   // the stand-in turns it ready on its second list
+        let got = jsonObject(try h.get("/v1/characters/\(id)"))
+        #expect(got["status"] as? String == "ready")
+        let created = try #require(got["created_at"] as? Int)
+        let skew = created - Int(Date().timeIntervalSince1970)
+        #expect(abs(skew - expectedSkew) < 120, "created_at is \(skew) s from now")
+    }
+
     @Test func failedStatusFromTheUpstream() throws {
         let h = try VeilHarness(sandboxTweak: { $0.characterListsToReady = 0 })
         defer { h.stop() }

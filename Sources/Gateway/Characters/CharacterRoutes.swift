@@ -195,18 +195,22 @@ enum CharacterRoutes {
             var byUpstreamID: [String: UpstreamCharacter] = [:]
             for c in listed { if let id = c.id { byUpstreamID[id] = c } }
             var out = records
-            var updates: [(id: String, status: String)] = []
+            var updates: [CharacterUpdate] = []
+            // The upstream's `create_time` is a local time in its own zone (`characters.time_zone`).
+            let offset = timeZoneOffsetSeconds(identifier: cfg.characters.timeZone) ?? 8 * 3600
             for i in out.indices where out[i].status == CharacterStatus.processing.rawValue {
                 guard let u = byUpstreamID[out[i].upstreamID] else { continue }
                 let s = CharacterStatus(upstream: u.status).rawValue
-                if s != out[i].status {
+                let created = u.createTime.flatMap { parseLocalTime($0, utcOffsetSeconds: offset) }
+                if s != out[i].status || (created != nil && created != out[i].createdAt) {
                     out[i].status = s
-                    updates.append((out[i].id, s))
+                    if let created { out[i].createdAt = created }
+                    updates.append(CharacterUpdate(id: out[i].id, status: s, createdAt: created))
                 }
             }
             if !updates.isEmpty {
-                do { try g.store.updateCharacterStatuses(updates) } catch {
-                    g.log.logger.error("store: cannot update character statuses", metadata: ["error": "\(error)"])
+                do { try g.store.updateCharacters(updates) } catch {
+                    g.log.logger.error("store: cannot update characters", metadata: ["error": "\(error)"])
                 }
             }
             deliver(out, false)

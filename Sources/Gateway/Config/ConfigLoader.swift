@@ -1,4 +1,5 @@
 import Foundation  // NSNull only: Yams (which links Foundation anyway) maps YAML null to it
+import Translation
 import Yams
 
 /// A configuration problem, naming the key and what is wrong with it.
@@ -80,6 +81,9 @@ public enum ConfigLoader {
         }
         if let ch = try r.section(top, "characters", allowed: ["time_zone"]) {
             c.characters.timeZone = try r.string(ch, "characters.time_zone") ?? c.characters.timeZone
+            guard timeZoneOffsetSeconds(identifier: c.characters.timeZone) != nil else {
+                throw ConfigError("characters.time_zone", "`\(c.characters.timeZone)` is not a zone Veil can read: use a fixed-offset zone such as Asia/Shanghai or UTC, or ±HH:MM")
+            }
         }
         if let lg = try r.section(top, "log", allowed: ["level", "prompts", "access"]) {
             c.log.level = try r.string(lg, "log.level") ?? c.log.level
@@ -114,10 +118,13 @@ public enum ConfigLoader {
     public static func validate(_ c: GatewayConfig) throws(ConfigError) {
         guard parseListen(c.listen) != nil else { throw ConfigError("listen", "`\(c.listen)` is not host:port") }
         let u = c.upstream.baseURL
-        guard u.hasPrefix("http://") || u.hasPrefix("https://"), u.count > 8 else {
-            throw ConfigError("upstream.base_url", "must start with http:// or https://")
+        let rest = u.hasPrefix("https://") ? u.dropFirst(8) : (u.hasPrefix("http://") ? u.dropFirst(7) : nil)
+        guard let rest, let host = rest.split(separator: "/", omittingEmptySubsequences: false).first, !host.isEmpty else {
+            throw ConfigError("upstream.base_url", "must be http:// or https:// followed by a host")
         }
-        guard !u.dropFirst(8).contains("?"), !u.contains("#") else { throw ConfigError("upstream.base_url", "must not carry a query or fragment") }
+        guard !rest.contains("?"), !rest.contains("#"), !rest.contains("@") else {
+            throw ConfigError("upstream.base_url", "must not carry credentials, a query or a fragment")
+        }
         if c.upstream.apiKey.isEmpty { throw ConfigError("upstream.api_key", "is empty (set VEIL_UPSTREAM_KEY or upstream.api_key)") }
         if c.upstream.apiKey.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) {
             throw ConfigError("upstream.api_key", "contains spaces or control characters")
