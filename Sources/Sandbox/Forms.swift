@@ -1,5 +1,6 @@
 /// Small form parsers: multipart/form-data (RFC 7578) and application/x-www-form-urlencoded.
-/// Just enough for the sandbox; the gateway has its own in `Translation`.
+/// Just enough for the sandbox. Kept apart from the gateway's parser in `Translation` on purpose:
+/// the stand-in must not share the code it is there to check.
 
 struct FormPart {
     var name: String

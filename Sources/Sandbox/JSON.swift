@@ -1,6 +1,8 @@
 import FoundationEssentials
 
 /// A parsed JSON value (input side). Decoded with `JSONDecoder` from FoundationEssentials.
+/// Deliberately not Veil's own `Translation` JSON/multipart code: the stand-in judges what Veil
+/// sends, so it must not share the code under test (a bug there would otherwise hide itself).
 enum JSONValue: Decodable, Sendable, Equatable {
     case null
     case bool(Bool)
