@@ -92,6 +92,21 @@ final class ChatProxy: UpstreamDelegate {
         }
     }
 
+    /// What the caller gets instead of a buffered upstream answer, or nil when it may pass (2xx
+    /// JSON, redacted). Upstream errors become Veil's OpenAI envelope (5xx → 502, 4xx kept) with
+    /// the upstream's message redacted after decoding; a 2xx that is not JSON, or JSON hiding the
+    /// key behind `\u` escapes, is a 502: never the raw page, never the key.
+    static func refusal(status: Int, raw: [UInt8], key: [UInt8]) -> APIError? {
+        if status >= 300 { return VideoRoutes.upstreamError(status, raw, key: key) }
+        guard (try? JSONParser.topLevelMembers(raw, wanted: [])) != nil else {
+            return APIError(502, "The upstream's answer was not valid JSON.", code: "upstream_invalid_response")
+        }
+        if jsonHidesSecret(raw, secret: key) {
+            return APIError(502, "The upstream's answer was withheld: it contained the upstream credential.", code: "upstream_invalid_response")
+        }
+        return nil
+    }
+
     func upstreamDidFinish(_ error: UpstreamError?) {
         transfer = nil
         if let team = streamSlot {
@@ -130,9 +145,11 @@ final class ChatProxy: UpstreamDelegate {
             if error == .cancelled { return x.fail(APIError.from(.tooLarge)) }
             return x.fail(APIError.from(error))
         }
-        // Whole JSON answer (or an upstream error): redacted, status kept.
-        let body = KeyRedactor.redact(buffered, secret: Array(x.snapshot.config.upstream.apiKey.utf8))
-        if upstreamStatus == 200, let u = extractUsage(fromJSON: body) {
+        // Whole JSON answer (or an upstream error).
+        let key = Array(x.snapshot.config.upstream.apiKey.utf8)
+        if let e = Self.refusal(status: upstreamStatus, raw: buffered, key: key) { return x.fail(e) }
+        let body = KeyRedactor.redact(buffered, secret: key)
+        if let u = extractUsage(fromJSON: body) {
             x.usage = (u.promptTokens, u.completionTokens, u.totalTokens)
         }
         x.send(upstreamStatus, body, headers: HeaderPolicy.callerHeaders(from: [], redact: x.log.redact))
@@ -150,7 +167,9 @@ enum ModelsProxy {
             case .failure(let e): x.fail(APIError.from(e))
             case .success(let (head, body)):
                 x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
-                x.send(head.status, KeyRedactor.redact(body, secret: Array(cfg.apiKey.utf8)))
+                let key = Array(cfg.apiKey.utf8)
+                if let e = ChatProxy.refusal(status: head.status, raw: body, key: key) { return x.fail(e) }
+                x.send(head.status, KeyRedactor.redact(body, secret: key))
             }
         }
         x.response.onClose = { call.cancel() }

@@ -263,12 +263,10 @@ enum VideoRoutes {
     /// An upstream error answer: its status kept (5xx become 502 so the SDK's retry is about
     /// Veil's reach, 4xx kept), its message redacted.
     static func upstreamError(_ status: Int, _ raw: [UInt8], key: [UInt8]) -> APIError {
-        let body = KeyRedactor.redact(raw, secret: key)
         var message = "The upstream refused the request (HTTP \(status))."
-        if let v = try? JSONValue.parse(body) {
-            if let m = v["error"]?["message"]?.stringValue ?? v["error"]?.stringValue ?? v["message"]?.stringValue {
-                message = "The upstream refused the request (HTTP \(status)): \(String(m.prefix(500)))"
-            }
+        // Redacted after JSON decoding too: a key written with escapes would otherwise come back.
+        if let m = upstreamErrorMessage(raw, secret: key) {
+            message = "The upstream refused the request (HTTP \(status)): \(m)"
         }
         let s = status >= 500 ? 502 : (status >= 400 ? status : 502)
         return APIError(s, message, code: "upstream_error")
