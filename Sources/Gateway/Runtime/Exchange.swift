@@ -68,6 +68,10 @@ public final class Exchange {
     }
 
     public func fail(_ error: APIError, headers extra: HTTPHeaders = HTTPHeaders()) {
+        // Safety net: whatever an error message quotes (an upstream text, the caller's own path),
+        // the upstream key never leaves in it.
+        var error = error
+        error.message = log.redact(error.message)
         status = error.status
         errorCode = error.code ?? error.type
         let b = error.body
