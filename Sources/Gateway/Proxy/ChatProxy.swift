@@ -63,7 +63,7 @@ final class ChatProxy: UpstreamDelegate {
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
         upstreamStatus = head.status
-        x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+        x.upstreamLatencyMillis = x.elapsedMillis
         let ct = head.header("content-type")?.lowercased() ?? ""
         streaming = head.status == 200 && ct.hasPrefix("text/event-stream")
         guard streaming else { return }
@@ -166,7 +166,7 @@ enum ModelsProxy {
             switch result {
             case .failure(let e): x.fail(APIError.from(e))
             case .success(let (head, body)):
-                x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+                x.upstreamLatencyMillis = x.elapsedMillis
                 let key = Array(cfg.apiKey.utf8)
                 if let e = ChatProxy.refusal(status: head.status, raw: body, key: key) { return x.fail(e) }
                 x.send(head.status, KeyRedactor.redact(body, secret: key))

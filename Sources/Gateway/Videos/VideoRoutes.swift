@@ -99,7 +99,7 @@ enum VideoRoutes {
         headers.append(("content-type", contentType))
         let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/videos", headers: headers, body: body)
         let call = BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let key = Array(cfg.upstream.apiKey.utf8)
             switch result {
             case .failure(let e):
@@ -172,7 +172,7 @@ enum VideoRoutes {
         let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
         let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID, headers: headers)
         BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let key = Array(cfg.upstream.apiKey.utf8)
             let outcome: PollCoalescer.Outcome
             switch result {
