@@ -5,6 +5,9 @@ import Reactor
 /// Calls made after the response ended or the client left are ignored, so producers (upstream
 /// transfers, timers) never write into a connection that has moved on to another request.
 public final class HTTPResponder {
+    /// Unowned: the connection may be freed while a producer still holds this responder (the
+    /// client left). Every access is therefore behind `ended` first — the connection sets it
+    /// (`clientGone`) before it goes, and a responder that ended never touches it again.
     unowned let connection: HTTPConnection
     let generation: Int
     let isHead: Bool
@@ -35,10 +38,12 @@ public final class HTTPResponder {
     public var hasSentHead: Bool { headSent }
 
     /// Bytes queued for the client and not yet accepted by the kernel.
-    public var bufferedBytes: Int { connection.pendingWriteBytes }
+    public var bufferedBytes: Int { isCurrent ? connection.pendingWriteBytes : 0 }
 
     /// False when the client is slow: the producer should pause and wait for `onWritable`.
     public var isWritable: Bool {
+        // After the client left there is nothing to wait for (and the connection may be gone).
+        guard isCurrent else { return true }
         let ok = connection.pendingWriteBytes < connection.server.config.writeHighWaterBytes
         if !ok { wantsWritable = true }
         return ok
@@ -82,7 +87,10 @@ public final class HTTPResponder {
     public func end() {
         guard isCurrent else { return }
         if !headSent { sendHead(HTTPResponseHead(status: 200, headers: ["content-length": "0"])) }
+        // Each send may find the client gone and close (and free) the connection: check again.
+        guard isCurrent else { return }
         if chunked && !isHead { connection.queue { $0.append(contentsOf: HTTPResponseWriter.lastChunk) } }
+        guard isCurrent else { return }
         ended = true
         onClose = nil
         onWritable = nil
@@ -112,6 +120,7 @@ public final class HTTPResponder {
 
     /// Marks the connection to close once this response is done.
     public func closeConnectionAfterResponse() {
+        guard isCurrent else { return }
         connection.closeAfterResponse = true
     }
 
@@ -125,7 +134,7 @@ public final class HTTPResponder {
     }
 
     func drained() {
-        guard wantsWritable, isCurrent else { return }
+        guard isCurrent, wantsWritable else { return }
         wantsWritable = false
         onWritable?()
     }

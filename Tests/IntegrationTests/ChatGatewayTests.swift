@@ -80,7 +80,7 @@ import Testing
         h.sandbox.inject(.status(429, body: #"{"error":{"message":"slow down","type":"rate_limit_error"}}"#), pathPrefix: "/v1/chat/completions")
         let limited = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"x"}]}"#)
         #expect(limited.status == 429)
-        #expect((jsonObject(limited)["error"] as? [String: Any])?["message"] as? String == "slow down")
+        #expect(((jsonObject(limited)["error"] as? [String: Any])?["message"] as? String)?.contains("slow down") == true)
     }
 
     @Test func modelsAreForwardedAndUnknownRoutesAre404() throws {

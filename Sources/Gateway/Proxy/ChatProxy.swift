@@ -67,7 +67,7 @@ final class ChatProxy: UpstreamDelegate {
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
         upstreamStatus = head.status
         upstreamHeaders = head.headers
-        x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+        x.upstreamLatencyMillis = x.elapsedMillis
         let ct = head.header("content-type")?.lowercased() ?? ""
         streaming = head.status == 200 && ct.hasPrefix("text/event-stream")
         guard streaming else { return }
@@ -99,6 +99,21 @@ final class ChatProxy: UpstreamDelegate {
             }
             buffered.append(contentsOf: bytes)
         }
+    }
+
+    /// What the caller gets instead of a buffered upstream answer, or nil when it may pass (2xx
+    /// JSON, redacted). Upstream errors become Veil's OpenAI envelope (5xx → 502, 4xx kept) with
+    /// the upstream's message redacted after decoding; a 2xx that is not JSON, or JSON hiding the
+    /// key behind `\u` escapes, is a 502: never the raw page, never the key.
+    static func refusal(status: Int, raw: [UInt8], key: [UInt8]) -> APIError? {
+        if status >= 300 { return VideoRoutes.upstreamError(status, raw, key: key, keepStatus: true) }
+        guard (try? JSONParser.topLevelMembers(raw, wanted: [])) != nil else {
+            return APIError(502, "The upstream's answer was not valid JSON.", code: "upstream_invalid_response")
+        }
+        if jsonHidesSecret(raw, secret: key) {
+            return APIError(502, "The upstream's answer was withheld: it contained the upstream credential.", code: "upstream_invalid_response")
+        }
+        return nil
     }
 
     func upstreamDidFinish(_ error: UpstreamError?) {
@@ -140,28 +155,14 @@ final class ChatProxy: UpstreamDelegate {
             if error == .cancelled { return x.fail(APIError.from(.tooLarge)) }
             return x.fail(APIError.from(error))
         }
-        // Whole JSON answer (or an upstream error): redacted, status kept.
-        let body = KeyRedactor.redact(buffered, secret: Array(x.snapshot.config.upstream.apiKey.utf8))
-        if upstreamStatus == 200, let u = extractUsage(fromJSON: body) {
+        // Whole JSON answer (or an upstream error).
+        let key = Array(x.snapshot.config.upstream.apiKey.utf8)
+        if let e = Self.refusal(status: upstreamStatus, raw: buffered, key: key) { return x.fail(e) }
+        let body = KeyRedactor.redact(buffered, secret: key)
+        if let u = extractUsage(fromJSON: body) {
             x.usage = (u.promptTokens, u.completionTokens, u.totalTokens)
         }
-        ChatProxy.relay(x, status: upstreamStatus, redactedBody: body, headers: upstreamHeaders)
-    }
-
-    /// Sends an upstream's whole answer on: status kept, body already redacted; an error that is
-    /// not in the OpenAI envelope is wrapped in one so the SDKs can read it.
-    static func relay(_ x: Exchange, status: Int, redactedBody body: [UInt8], headers: [(name: String, value: String)]) {
-        if status >= 400 && !isErrorEnvelope(body) {
-            return x.fail(VideoRoutes.upstreamError(status, body, key: [], keepStatus: true))
-        }
-        x.send(status, body, headers: HeaderPolicy.callerHeaders(from: headers, redact: x.log.redact))
-    }
-
-    /// `{"error": {...}}` — already the shape the OpenAI SDKs read.
-    static func isErrorEnvelope(_ body: [UInt8]) -> Bool {
-        guard let v = try? JSONValue.parse(body), let e = v["error"] else { return false }
-        if case .object = e { return true }
-        return false
+        x.send(upstreamStatus, body, headers: HeaderPolicy.callerHeaders(from: upstreamHeaders, redact: x.log.redact))
     }
 }
 
@@ -175,8 +176,10 @@ enum ModelsProxy {
             switch result {
             case .failure(let e): x.fail(APIError.from(e))
             case .success(let (head, body)):
-                x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
-                ChatProxy.relay(x, status: head.status, redactedBody: KeyRedactor.redact(body, secret: Array(cfg.apiKey.utf8)), headers: head.headers)
+                x.upstreamLatencyMillis = x.elapsedMillis
+                let key = Array(cfg.apiKey.utf8)
+                if let e = ChatProxy.refusal(status: head.status, raw: body, key: key) { return x.fail(e) }
+                x.send(head.status, KeyRedactor.redact(body, secret: key), headers: HeaderPolicy.callerHeaders(from: head.headers, redact: x.log.redact))
             }
         }
         x.response.onClose = { call.cancel() }

@@ -55,6 +55,14 @@ public final class Exchange {
 
     public var path: Substring { request.path }
 
+    /// Milliseconds from `start` to `now`, never negative. The loop's cached `now` (read once per
+    /// iteration) can be older than `startedAt` (read fresh when the exchange began): an upstream
+    /// call that finishes within the iteration that started it must not trap on `now - startedAt`.
+    public static func millis(from start: UInt64, to now: UInt64) -> Int { now > start ? Int(now - start) : 0 }
+
+    /// Time since the exchange started, by the loop's clock (upstream latency in the access log).
+    public var elapsedMillis: Int { Exchange.millis(from: startedAt, to: context.loop.now) }
+
     public func headers(_ extra: HTTPHeaders = HTTPHeaders()) -> HTTPHeaders {
         var h = commonHeaders
         for f in extra { h.replace(f.name, f.value) }
@@ -70,6 +78,10 @@ public final class Exchange {
     }
 
     public func fail(_ error: APIError, headers extra: HTTPHeaders = HTTPHeaders()) {
+        // Safety net: whatever an error message quotes (an upstream text, the caller's own path),
+        // the upstream key never leaves in it.
+        var error = error
+        error.message = log.redact(error.message)
         status = error.status
         errorCode = error.code ?? error.type
         let b = error.body

@@ -33,7 +33,7 @@ final class PollCoalescer: Sendable {
     func join(_ key: String, cacheMillis: Int, now: UInt64, waiter: Waiter) -> Decision {
         entries.withLock { map in
             switch map[key] {
-            case .cached(let outcome, let at)? where now - at < UInt64(cacheMillis):
+            case .cached(let outcome, let at)? where age(now, at) < UInt64(cacheMillis):
                 return .ready(outcome)
             case .inFlight(var waiters)?:
                 waiters.append(waiter)
@@ -67,9 +67,14 @@ final class PollCoalescer: Sendable {
         }
     }
 
+    /// `now - at`, 0 when `at` is later: entries are stamped with the completing loop's clock and
+    /// read with another loop's, and each loop's `now` is cached per iteration, so `at` may be a
+    /// millisecond or two "in the future" for the reader (a plain subtraction traps).
+    private func age(_ now: UInt64, _ at: UInt64) -> UInt64 { now >= at ? now - at : 0 }
+
     private func prune(_ map: inout [String: Entry], now: UInt64, cacheMillis: Int) {
         for (k, v) in map {
-            if case .cached(_, let at) = v, now - at >= UInt64(cacheMillis) { map[k] = nil }
+            if case .cached(_, let at) = v, age(now, at) >= UInt64(cacheMillis) { map[k] = nil }
         }
     }
 }

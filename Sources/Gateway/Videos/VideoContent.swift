@@ -71,7 +71,7 @@ final class VideoContent: UpstreamDelegate {
     }
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
-        x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+        x.upstreamLatencyMillis = x.elapsedMillis
         guard head.status == 200 || head.status == 206 || head.status == 416 else {
             transfer?.cancel()
             transfer = nil

@@ -101,7 +101,7 @@ enum VideoRoutes {
         headers.append(("content-type", contentType))
         let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/videos", headers: headers, body: body)
         let call = BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let key = Array(cfg.upstream.apiKey.utf8)
             switch result {
             case .failure(let e):
@@ -174,7 +174,7 @@ enum VideoRoutes {
         let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
         let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID, headers: headers)
         BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let key = Array(cfg.upstream.apiKey.utf8)
             let outcome: PollCoalescer.Outcome
             switch result {
@@ -265,15 +265,14 @@ enum VideoRoutes {
         return APIError(500, "The gateway's store failed; try again.", code: "store_failed")
     }
 
-    /// An upstream error answer: its status kept (5xx become 502 so the SDK's retry is about
-    /// Veil's reach, 4xx kept), its message redacted.
+    /// An upstream error answer in Veil's envelope, its message redacted (also after JSON
+    /// decoding). 4xx keep their status; 5xx become 502 unless `keepStatus` (chat and models
+    /// relay the upstream's status as is).
     static func upstreamError(_ status: Int, _ raw: [UInt8], key: [UInt8], keepStatus: Bool = false) -> APIError {
-        let body = KeyRedactor.redact(raw, secret: key)
         var message = "The upstream refused the request (HTTP \(status))."
-        if let v = try? JSONValue.parse(body) {
-            if let m = v["error"]?["message"]?.stringValue ?? v["error"]?.stringValue ?? v["message"]?.stringValue {
-                message = "The upstream refused the request (HTTP \(status)): \(String(m.prefix(500)))"
-            }
+        // Redacted after JSON decoding too: a key written with escapes would otherwise come back.
+        if let m = upstreamErrorMessage(raw, secret: key) {
+            message = "The upstream refused the request (HTTP \(status)): \(m)"
         }
         let s = keepStatus && status >= 400 ? status : (status >= 500 ? 502 : (status >= 400 ? status : 502))
         return APIError(s, message, code: "upstream_error")

@@ -149,6 +149,7 @@ enum RawHTTPClient {
                     if size == 0 {
                         // Trailers (none expected) end with an empty line.
                         while find([13, 10]) == nil { if try !fill() { break } }
+                        if let e = find([13, 10]) { buf.removeFirst(e + 2) }
                         return resp
                     }
                     while buf.count < size + 2 {
@@ -165,6 +166,7 @@ enum RawHTTPClient {
                     if try !fill() { resp.body = buf; resp.complete = false; return resp }
                 }
                 resp.body = Array(buf[0..<n])
+                buf.removeFirst(n)  // a pipelined response may follow
                 return resp
             }
             while try fill() {}

@@ -23,7 +23,11 @@ final class VeilHarness: @unchecked Sendable {
          storePath: String? = nil,
          sandboxTweak: (inout SandboxConfig) -> Void = { _ in },
          extraYAML: String = "",
-         teamsYAML: String? = nil) throws {
+         teamsYAML: String? = nil,
+         upstreamBaseURL: String? = nil,
+         stallTimeoutMillis: Int = 5000,
+         upstreamExtraYAML: [String] = [],
+         limitsYAML: [String] = []) throws {
         self.upstreamKey = upstreamKey
         var sc = SandboxConfig(apiKey: upstreamKey)
         sc.videoPollsToComplete = 2
@@ -48,11 +52,13 @@ final class VeilHarness: @unchecked Sendable {
         listen: "127.0.0.1:0"
         workers: 2
         upstream:
-          base_url: "\(sandbox.baseURL)"
+          base_url: "\(upstreamBaseURL ?? sandbox.baseURL)"
           api_key: "\(upstreamKey)"
           connect_timeout_ms: 2000
           request_timeout_ms: 20000
-          stall_timeout_ms: 5000
+          stall_timeout_ms: \(stallTimeoutMillis)
+        \(upstreamExtraYAML.map { "  " + $0 }.joined(separator: "\n"))
+        \(limitsYAML.isEmpty ? "" : "limits:\n" + limitsYAML.map { "  " + $0 }.joined(separator: "\n"))
         store:
           path: "\(store)"
         videos:

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Writes the small committed seed corpora (fuzz/seeds/<target>/). Parser seeds start with two
+control bytes: byte 0 = how the input is cut into reads, byte 1 = small limits when odd."""
+import json, os, hashlib
+here = os.path.dirname(os.path.abspath(__file__))
+
+def write(target, blobs):
+    d = os.path.join(here, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    for b in blobs:
+        name = hashlib.sha1(b).hexdigest()[:16]
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(b)
+
+H = b"Host: veil\r\n"
+reqs = [
+    b"GET / HTTP/1.1\r\n" + H + b"\r\n",
+    b"GET /v1/models HTTP/1.1\r\n" + H + b"Authorization: Bearer tok\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"model\":\"x\"}",
+    b"POST /v1/videos HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n3;q=\"a b\"\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"GET /a HTTP/1.1\r\n" + H + b"\r\nGET /b HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+    b"\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    b"GET http://veil:8080/v1/models?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n",
+    b"CONNECT veil:443 HTTP/1.1\r\n" + H + b"\r\n",
+    # hostile
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding:\tchunked, identity\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0005\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 99999999999999999999999\r\n\r\n",
+    b"GET / HTTP/1.1\n" + b"Host: veil\n\n",
+    b"GET / HTTP/1.1\r" + b"Host: veil\r\r",
+    b"GET /\x00 HTTP/1.1\r\n" + H + b"\r\n",
+    b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b"0" * 40 + b"1\r\na\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1;" + b"a=b;" * 300 + b"\r\nx\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + H + b" folded\r\n\r\n",
+    b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n" + H + b"\r\n",
+    b"GET / HTTP/2\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n\r\n",
+    b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET http://user@veil/ HTTP/1.1\r\n" + H + b"\r\n",
+]
+blobs = []
+for i, r in enumerate(reqs):
+    blobs.append(bytes([0, 0]) + r)
+    blobs.append(bytes([1 + i % 16, 1]) + r)
+write("parser", blobs)
+
+KEY = "sk-FUZZKEY-0123456789abcdef"
+vids = [
+    {"id": "4078", "object": "video", "status": "queued", "progress": 0, "created_at": 1762415032, "size": "720x720"},
+    {"id": "4078", "status": "completed", "progress": 100, "url": "https://f/x.mp4?se=2025-11-08T00%3A00%3A00Z&sig=ab",
+     "size": "https://f/wm.mp4?Expires=1762999999", "quality": "standard", "model": "sora-2-yijia", "seconds": "2"},
+    {"id": "4079", "status": "completed", "url": "", "size": "1024x1808", "quality": "moderation: " + KEY},
+    {"id": "4080", "status": "error", "error": {"message": "bad key " + KEY}},
+    {"id": "4081", "status": "failure", "fail_reason": "x", "size": KEY},
+]
+chars = {"success": True, "data": [
+    {"id": 58, "uuid": "123AMO2M", "instruction_value": "a cat", "api_key": KEY, "status": 999,
+     "create_time": "2025-11-06 16:27:24", "token_id": 17, "username": "u", "timestamps": "1-3", "video_id": "4078"},
+    {"id": "59", "uuid": "b", "instruction_value": "fail", "api_key": KEY, "status": -1, "timestamps": {"start": 0.5, "end": 2.5}},
+]}
+errs = [{"error": {"message": "无效的令牌 " + KEY, "type": "new_api_error"}}, {"success": False, "message": KEY}]
+sse = ("data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"" + KEY + "\"}}]}\n\n"
+       "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n")
+tb = []
+for v in vids: tb.append(json.dumps(v).encode())
+tb.append(json.dumps(chars).encode())
+tb.append(json.dumps({"success": True, "data": chars["data"][0]}).encode())
+for e in errs: tb.append(json.dumps(e).encode())
+tb.append(json.dumps(errs[0], ensure_ascii=False).encode())
+tb.append(sse.encode())
+# byte 0 of a translation input picks the decoder and the chunking (see TranslationFuzz.swift)
+write("translation", [bytes([i]) + b for b in tb for i in range(0, 6)])
