@@ -32,7 +32,10 @@ public final class Exchange {
         self.context = context
         self.snapshot = snapshot
         self.log = log
-        self.startedAt = EventLoop.monotonicMillis()
+        // The loop's clock (refreshed once per iteration), not a fresh reading: handlers compute
+        // `loop.now - startedAt` later, and a fresh reading can be 1 ms ahead of `loop.now` for the
+        // rest of this iteration — an upstream head arriving in it made that UInt64 subtraction trap.
+        self.startedAt = context.loop.now
         self.requestID = Exchange.requestID(from: request.headers["x-request-id"])
         commonHeaders.add("x-request-id", requestID)
     }

@@ -33,7 +33,7 @@ final class PollCoalescer: Sendable {
     func join(_ key: String, cacheMillis: Int, now: UInt64, waiter: Waiter) -> Decision {
         entries.withLock { map in
             switch map[key] {
-            case .cached(let outcome, let at)? where now - at < UInt64(cacheMillis):
+            case .cached(let outcome, let at)? where age(now, at) < UInt64(cacheMillis):
                 return .ready(outcome)
             case .inFlight(var waiters)?:
                 waiters.append(waiter)
@@ -69,7 +69,12 @@ final class PollCoalescer: Sendable {
 
     private func prune(_ map: inout [String: Entry], now: UInt64, cacheMillis: Int) {
         for (k, v) in map {
-            if case .cached(_, let at) = v, now - at >= UInt64(cacheMillis) { map[k] = nil }
+            if case .cached(_, let at) = v, age(now, at) >= UInt64(cacheMillis) { map[k] = nil }
         }
     }
+
+    /// `now - at`, 0 when `at` is ahead: the map is shared by every loop, and each loop's `now`
+    /// is its own (refreshed once per iteration), so an entry cached by one loop can be stamped
+    /// a millisecond after another loop's `now`.
+    private func age(_ now: UInt64, _ at: UInt64) -> UInt64 { now >= at ? now - at : 0 }
 }
