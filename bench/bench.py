@@ -420,7 +420,9 @@ def scenario_sse(env, workers):
     plan, cap = sse_plan(env)
     tables, mem = [], {}
     for streams, asked, interval, events in plan:
-        ramp = max(interval, streams // 10)   # connections spread over ≥ one interval (≤ 10 per ms)
+        # Streams arrive at a steady rate (a real fleet does not open 1,000 streams in the same
+        # millisecond), so their event phases are spread; every stream is open at once after the ramp.
+        ramp = max(interval, streams * 1000 // a.sse_open_rate)
         targets = [("direct", env.up_port, UPSTREAM_KEY, None), ("nginx", ng_port, TEAM_TOKEN, ng.pid), ("Veil", vl_port, TEAM_TOKEN, vl.pid)]
         res = {t[0]: [] for t in targets}
         after = {}
@@ -462,7 +464,7 @@ def scenario_sse(env, workers):
         added = {n: (s[n]["lat_p99_us"] - s["direct"]["lat_p99_us"]) / 1000 for n in ("nginx", "Veil")}
         capped = f" (asked {asked}; capped by the {env.nofile}-descriptor hard limit, see below)" if streams < asked else ""
         title = (f"### 2. SSE — {streams:,} concurrent streams{capped}, {events} events each every {interval} ms "
-                 f"(≈{streams * 1000 // interval:,} events/s), {workers} worker{'s' if workers > 1 else ''} each")
+                 f"(≈{streams * 1000 // interval:,} events/s), opened over {ramp / 1000:g} s, {workers} worker{'s' if workers > 1 else ''} each")
         note = (f"Latency = client receive − upstream `sent_at_us`, per event; median over {runs} run(s) of each run's percentile, max = worst event of all runs. "
                 f"`late` = events received more than half an interval ({interval // 2} ms) after they were sent (an event held back "
                 f"waiting for the next would land here). TTFB = request written → first response byte (the headers; the first "
@@ -630,8 +632,9 @@ def main():
     args.warmup = 1 if q else 2
     args.conns = 64
     args.sse_streams = [100, 1000] if q else [100, 1000, 10000]
-    args.sse_interval, args.sse_events = 50, (10 if q else 40)
-    args.sse_big_interval, args.sse_big_events = 1000, 10
+    args.sse_interval, args.sse_events = 50, (20 if q else 40)
+    args.sse_big_interval, args.sse_big_events = 1000, (10 if q else 20)
+    args.sse_open_rate = 2000        # new streams per second
     args.sse_runs = 1 if q else 3
     args.sse_runs_big = 1
     args.video_bytes = (256 if q else 2048) << 20
@@ -656,50 +659,53 @@ def main():
             f"Upstream: bench/upstream.c ({args.upstream_threads} thread). Client, proxy and upstream share the same {os.cpu_count()} cores.")
     log(head)
     results = {}
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    def save(final=False):
+        with open("/proc/loadavg") as f:
+            load_end = " ".join(f.read().split()[:3])
+        tail = f"Total {time.time() - t_start:.0f} s; load average at end {load_end}." if final else "(partial: run in progress or failed)"
+        md = "\n\n".join([head] + sections + [tail]) + "\n"
+        for name in (f"bench-{stamp}{'-quick' if q else ''}.md", "latest.md"):
+            with open(os.path.join(args.out, name), "w") as f:
+                f.write(md)
+        with open(os.path.join(args.out, "latest.json"), "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        return tail
+
+    def emit(t):
+        sections.append(t)
+        print(t + "\n", flush=True)
+        save()
+
     try:
         if "chat" in only:
             for w in chat_workers:
                 log(f"== scenario 1: non-streaming, {w} worker(s)")
                 t, s = scenario_chat(env, w)
-                sections.append(t)
                 results[f"chat_w{w}"] = s
-                print(t + "\n", flush=True)
+                emit(t)
         if "sse" in only:
             log(f"== scenarios 2+3: SSE and memory, {args.workers} worker(s)")
             ts, mt, mem, idle = scenario_sse(env, args.workers)
-            for t in ts:
-                sections.append(t)
-                print(t + "\n", flush=True)
-            sections.append(mt)
-            print(mt + "\n", flush=True)
             results["sse_mem"] = {"mem": mem, "idle": idle}
+            for t in ts:
+                emit(t)
+            emit(mt)
         if "video" in only:
             log(f"== scenario 4: video download, {args.workers} worker(s)")
             t, s = scenario_video(env, args.workers)
-            sections.append(t)
             results["video"] = s
-            print(t + "\n", flush=True)
+            emit(t)
         if "cold" in only:
             log(f"== scenario 5: cold start, {args.workers} worker(s)")
             t, s = scenario_cold(env, args.workers)
-            sections.append(t)
             results["cold"] = s
-            print(t + "\n", flush=True)
+            emit(t)
     finally:
         cleanup()
-    elapsed = time.time() - t_start
-    with open("/proc/loadavg") as f:
-        load_end = " ".join(f.read().split()[:3])
-    tail = f"Total {elapsed:.0f} s; load average at end {load_end}."
-    os.makedirs(args.out, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    md = "\n\n".join([head] + sections + [tail]) + "\n"
-    for name in (f"bench-{stamp}{'-quick' if q else ''}.md", "latest.md"):
-        with open(os.path.join(args.out, name), "w") as f:
-            f.write(md)
-    with open(os.path.join(args.out, "latest.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    print(tail)
+    print(save(final=True))
     log(f"saved {os.path.join(args.out, 'latest.md')}")
 
 

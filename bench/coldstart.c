@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -27,7 +28,13 @@ int main(int argc, char **argv) {
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     uint64_t t0 = mono_us();
     pid_t pid = fork();
-    if (pid == 0) { execvp(argv[4], argv + 4); perror("exec"); _exit(127); }
+    if (pid == 0) {
+        // The program outlives us: it must not hold our caller's pipes open.
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); if (null > 2) close(null); }
+        execvp(argv[4], argv + 4);
+        _exit(127);
+    }
     const char req[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     while (mono_us() - t0 < (uint64_t)timeout_ms * 1000) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

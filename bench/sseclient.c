@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
     }
     // Anything still open at the deadline failed.
     for (int i = 0; i < opened; i++) if (ss[i].state < 3) { ss[i].state = 4; failed++; close(ss[i].fd); }
-    int *tt = malloc(sizeof(int) * (streams ? streams : 1)); long ntt = 0;
+    int *tt = malloc(sizeof(int) * (size_t)(streams > 0 ? streams : 1)); long ntt = 0;
     for (int i = 0; i < streams; i++) if (ss[i].ttfb_us > 0) tt[ntt++] = ss[i].ttfb_us;
     qsort(tt, ntt, sizeof(int), cmpint);
     qsort(g_lat, g_nlat, sizeof(int), cmpint);
