@@ -205,8 +205,14 @@ public final class EventLoop: @unchecked Sendable {
 /// Binary min-heap of timers by deadline; cancelled timers are dropped when they surface.
 struct TimerHeap {
     private var items: [LoopTimer] = []
+    /// Timers still pending after the last sweep: the heap is swept again once it holds twice
+    /// that many (plus slack), so cancelled timers cost amortised O(1) and never pile up.
+    private var liveAfterSweep = 0
+
+    var count: Int { items.count }
 
     mutating func push(_ t: LoopTimer) {
+        if items.count >= 2 * liveAfterSweep + 4096 { sweep() }
         items.append(t)
         var i = items.count - 1
         while i > 0 {
@@ -214,6 +220,33 @@ struct TimerHeap {
             if items[p].deadline <= items[i].deadline { break }
             items.swapAt(p, i)
             i = p
+        }
+    }
+
+    /// Drops cancelled timers and restores the heap order (Floyd's heapify, O(n)). Cancelled
+    /// timers otherwise stay until their deadline surfaces: libcurl's timer and every transfer's
+    /// stall check are re-armed or cancelled per request, with deadlines minutes away, so at a few
+    /// thousand requests a second the heap held hundreds of thousands of dead timers.
+    mutating func sweep() {
+        items.removeAll { !$0.isPending }
+        liveAfterSweep = items.count
+        var i = items.count / 2 - 1
+        while i >= 0 {
+            siftDown(i)
+            i -= 1
+        }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l].deadline < items[m].deadline { m = l }
+            if r < items.count && items[r].deadline < items[m].deadline { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
         }
     }
 
@@ -231,16 +264,7 @@ struct TimerHeap {
         guard !items.isEmpty else { return nil }
         items.swapAt(0, items.count - 1)
         let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < items.count && items[l].deadline < items[m].deadline { m = l }
-            if r < items.count && items[r].deadline < items[m].deadline { m = r }
-            if m == i { break }
-            items.swapAt(i, m)
-            i = m
-        }
+        siftDown(0)
         return top
     }
 }
