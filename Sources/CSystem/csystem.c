@@ -29,3 +29,6 @@ int veil_wait_signal(void) {
 }
 
 int veil_errno(void) { return errno; }
+
+#include <malloc.h>
+int veil_malloc_trim(void) { return malloc_trim(0); }

@@ -6,7 +6,7 @@ import Reactor
 /// One client connection, owned by one loop: reads and parses requests, hands each complete
 /// request to the handler, writes the response with back-pressure, enforces the timeouts.
 /// Requests on a connection are answered in order; pipelined bytes wait in the read buffer.
-final class HTTPConnection: IOHandler {
+final class HTTPConnection: IOHandler, DeferredFlush {
     enum State { case readingHead, readingBody, responding, closing }
 
     let fd: Int32
@@ -28,6 +28,7 @@ final class HTTPConnection: IOHandler {
     var closed = false
     var interest: IOEvents = []
     var sentContinue = false
+    var flushQueued = false
     // Timeouts: one timer per connection, re-armed lazily when the deadline moves.
     var deadline: UInt64 = 0
     var timer: LoopTimer?
@@ -195,6 +196,23 @@ final class HTTPConnection: IOHandler {
         fill(&writeBuf)
         server.peakQueuedBytes.observe(writeBuf.count - writeStart)
         flush()
+    }
+
+    /// Appends body bytes and sends them when the current loop callback returns: every chunk a
+    /// producer writes during one callback (all the SSE events of one upstream read) leaves in
+    /// one `send`, as nginx does, instead of one `send` per chunk.
+    func queueDeferred(_ fill: (inout [UInt8]) -> Void) {
+        guard !closed else { return }
+        fill(&writeBuf)
+        if !flushQueued {
+            flushQueued = true
+            loop.flushAfterCallback(self)
+        }
+    }
+
+    func flushDeferred() {
+        flushQueued = false
+        if !closed && pendingWriteBytes > 0 { flush() }
     }
 
     func flush() {

@@ -66,16 +66,18 @@ public final class HTTPResponder {
         if !requestKeepAlive || connection.server.isDraining { connection.closeAfterResponse = true }
         if connection.closeAfterResponse { h.headers.add("connection", "close") }
         if !h.headers.contains("date") { h.headers.add("date", connection.server.httpDate(connection.loop.now)) }
-        connection.queue { HTTPResponseWriter.head(h, into: &$0) }
+        // Sent when the current callback returns, with any body written in it (one send).
+        connection.queueDeferred { HTTPResponseWriter.head(h, into: &$0) }
     }
 
-    /// Sends body bytes (framed as a chunk when chunked). Flushed to the socket at once.
+    /// Sends body bytes (framed as a chunk when chunked). They reach the socket when the current
+    /// loop callback returns (with whatever else was written during it), before anything else runs.
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard isCurrent, headSent, !isHead, bytes.count > 0 else { return }
         if chunked {
-            connection.queue { HTTPResponseWriter.chunk(bytes, into: &$0) }
+            connection.queueDeferred { HTTPResponseWriter.chunk(bytes, into: &$0) }
         } else {
-            connection.queue { $0.append(contentsOf: bytes) }
+            connection.queueDeferred { $0.append(contentsOf: bytes) }
         }
     }
 

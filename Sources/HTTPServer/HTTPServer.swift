@@ -71,6 +71,7 @@ public final class HTTPServer: @unchecked Sendable {
         public let loop: EventLoop
         var listenFD: Int32
         var connections: [ObjectIdentifier: HTTPConnection] = [:]
+        var trimTimer: LoopTimer?
         /// Per-loop read scratch: a connection copies out only what it read.
         var scratch = [UInt8](repeating: 0, count: 64 * 1024)
 
@@ -114,6 +115,16 @@ public final class HTTPServer: @unchecked Sendable {
 
         func connectionClosed(_ c: HTTPConnection) {
             if connections.removeValue(forKey: ObjectIdentifier(c)) != nil { server.openConnections.sub(1) }
+            if connections.isEmpty && trimTimer == nil {
+                trimTimer = loop.schedule(afterMillis: 1_000) { [weak self] in
+                    guard let self else { return }
+                    self.trimTimer = nil
+                    // Still idle a second later: hand the freed heap back to the kernel. glibc keeps
+                    // freed memory of the loop threads' arenas otherwise, so RSS stayed at its peak
+                    // (227 MiB after 9,900 streams closed) instead of returning to idle.
+                    if self.connections.isEmpty { _ = veil_malloc_trim() }
+                }
+            }
         }
 
         func drain() {

@@ -20,6 +20,13 @@ public protocol IOHandler: AnyObject {
     func ioReady(_ events: IOEvents)
 }
 
+/// Something with output batched during one callback (an HTTP connection's write buffer): the
+/// loop calls `flushDeferred()` as soon as the callback that queued it returns — before any other
+/// handler, timer or task runs — so batching adds no latency, only fewer syscalls.
+public protocol DeferredFlush: AnyObject {
+    func flushDeferred()
+}
+
 /// A one-shot timer. Cancelling is O(1) (lazy removal from the heap).
 public final class LoopTimer {
     public let deadline: UInt64
@@ -43,6 +50,7 @@ public final class EventLoop: @unchecked Sendable {
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private let stopping = Atomic<Bool>(false)
     private var loopThread: pthread_t?
+    private var pendingFlushes: [DeferredFlush] = []
     /// Monotonic milliseconds, refreshed once per iteration.
     public private(set) var now: UInt64
 
@@ -105,6 +113,25 @@ public final class EventLoop: @unchecked Sendable {
         return t
     }
 
+    // MARK: deferred flushes
+
+    /// Asks for `f.flushDeferred()` once the current callback returns (loop thread only). Callers
+    /// keep their own "already asked" flag so each is queued at most once per callback.
+    public func flushAfterCallback(_ f: DeferredFlush) {
+        pendingFlushes.append(f)
+    }
+
+    @inline(__always)
+    private func runPendingFlushes() {
+        if pendingFlushes.isEmpty { return }
+        var i = 0
+        while i < pendingFlushes.count {      // a flush may queue another (index-based on purpose)
+            pendingFlushes[i].flushDeferred()
+            i += 1
+        }
+        pendingFlushes.removeAll(keepingCapacity: true)
+    }
+
     // MARK: cross-thread
 
     /// Runs `task` on the loop thread soon. Safe from any thread.
@@ -142,6 +169,7 @@ public final class EventLoop: @unchecked Sendable {
                     let idx = Int(fd)
                     guard idx < handlers.count, let h = handlers[idx] else { continue }
                     h.ioReady(IOEvents(rawValue: events[i].events))
+                    runPendingFlushes()
                 }
             }
             runExpiredTimers()
@@ -154,6 +182,7 @@ public final class EventLoop: @unchecked Sendable {
             if let cb = t.callback {
                 t.callback = nil
                 cb()
+                runPendingFlushes()
             }
         }
     }
@@ -166,15 +195,24 @@ public final class EventLoop: @unchecked Sendable {
             box.removeAll(keepingCapacity: true)
             return t
         }
-        for task in tasks { task() }
+        for task in tasks {
+            task()
+            runPendingFlushes()
+        }
     }
 }
 
 /// Binary min-heap of timers by deadline; cancelled timers are dropped when they surface.
 struct TimerHeap {
     private var items: [LoopTimer] = []
+    /// Timers still pending after the last sweep: the heap is swept again once it holds twice
+    /// that many (plus slack), so cancelled timers cost amortised O(1) and never pile up.
+    private var liveAfterSweep = 0
+
+    var count: Int { items.count }
 
     mutating func push(_ t: LoopTimer) {
+        if items.count >= 2 * liveAfterSweep + 4096 { sweep() }
         items.append(t)
         var i = items.count - 1
         while i > 0 {
@@ -182,6 +220,33 @@ struct TimerHeap {
             if items[p].deadline <= items[i].deadline { break }
             items.swapAt(p, i)
             i = p
+        }
+    }
+
+    /// Drops cancelled timers and restores the heap order (Floyd's heapify, O(n)). Cancelled
+    /// timers otherwise stay until their deadline surfaces: libcurl's timer and every transfer's
+    /// stall check are re-armed or cancelled per request, with deadlines minutes away, so at a few
+    /// thousand requests a second the heap held hundreds of thousands of dead timers.
+    mutating func sweep() {
+        items.removeAll { !$0.isPending }
+        liveAfterSweep = items.count
+        var i = items.count / 2 - 1
+        while i >= 0 {
+            siftDown(i)
+            i -= 1
+        }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l].deadline < items[m].deadline { m = l }
+            if r < items.count && items[r].deadline < items[m].deadline { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
         }
     }
 
@@ -199,16 +264,7 @@ struct TimerHeap {
         guard !items.isEmpty else { return nil }
         items.swapAt(0, items.count - 1)
         let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < items.count && items[l].deadline < items[m].deadline { m = l }
-            if r < items.count && items[r].deadline < items[m].deadline { m = r }
-            if m == i { break }
-            items.swapAt(i, m)
-            i = m
-        }
+        siftDown(0)
         return top
     }
 }

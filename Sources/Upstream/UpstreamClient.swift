@@ -52,8 +52,29 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     private var deferred: [() -> Void] = []
     private var settling = false
     private var running: Int32 = 0
+    /// Reset easy handles kept for the next transfers: `curl_easy_init` and the buffers libcurl
+    /// allocates on a handle's first transfer (receive and upload buffers, ~80 KB) cost more
+    /// than a small proxied request itself. Bounded; loop-thread only like everything here.
+    private var idleEasy: [UnsafeMutableRawPointer] = []
+    private let maxIdleEasy = 64
 
     public var activeTransfers: Int { transfers.count }
+
+    fileprivate func takeEasy() -> UnsafeMutableRawPointer? {
+        if let h = idleEasy.popLast() { return h }
+        return curl_easy_init()
+    }
+
+    /// Takes back a handle that is in no multi: reset (options, callbacks and pointers cleared)
+    /// and kept, or cleaned up when the pool is full.
+    fileprivate func recycleEasy(_ h: UnsafeMutableRawPointer) {
+        if idleEasy.count < maxIdleEasy && multi != nil {
+            curl_easy_reset(h)
+            idleEasy.append(h)
+        } else {
+            curl_easy_cleanup(h)
+        }
+    }
 
     public init(loop: EventLoop, settings: UpstreamClientSettings = UpstreamClientSettings()) {
         precondition(curlGlobalInitDone, "curl_global_init failed")
@@ -94,6 +115,8 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         transfers.removeAll()
         for fd in sockets.keys { loop.unwatch(fd) }
         sockets.removeAll()
+        for h in idleEasy { curl_easy_cleanup(h) }
+        idleEasy.removeAll()
         curl_multi_cleanup(m)
     }
 
@@ -297,7 +320,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         guard let parts = CurlTransfer.parseURL(r.url) else { return .refused("malformed URL") }
         let schemes = r.allowedSchemes.map { $0.lowercased() }
         guard schemes.contains(parts.scheme) else { return .refused("scheme \(parts.scheme) not allowed") }
-        guard let h = curl_easy_init() else { return .connect("curl_easy_init failed") }
+        guard let h = client?.takeEasy() ?? curl_easy_init() else { return .connect("curl_easy_init failed") }
         easy = h
         let me = Unmanaged.passUnretained(self).toOpaque()
         func long(_ o: CURLoption, _ v: Int) -> Bool { veil_easy_setopt_long(h, o, v) == CURLE_OK }
@@ -424,11 +447,15 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
     /// Header text without CR, LF or NUL (no header injection).
     static func clean(_ s: String) -> String {
-        String(String.UnicodeScalarView(s.unicodeScalars.map { $0 == "\r" || $0 == "\n" || $0 == "\0" ? " " : $0 }))
+        if !s.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) { return s }
+        return String(String.UnicodeScalarView(s.unicodeScalars.map { $0 == "\r" || $0 == "\n" || $0 == "\0" ? " " : $0 }))
     }
 
     func releaseCurl() {
-        if let h = easy { curl_easy_cleanup(h) }
+        if let h = easy {
+            // Never in a multi here (remove() takes it out first; configure failures never add it).
+            if let client { client.recycleEasy(h) } else { curl_easy_cleanup(h) }
+        }
         easy = nil
         if let l = headerList { curl_slist_free_all(l) }
         headerList = nil

@@ -19,4 +19,7 @@ void veil_block_signals(void);
 /// Waits for one of SIGTERM/SIGHUP/SIGINT (blocked by veil_block_signals) and returns its number.
 int veil_wait_signal(void);
 int veil_errno(void);
+/// glibc's malloc_trim(0): returns free heap pages of every arena to the kernel.
+int veil_malloc_trim(void);
+
 #endif

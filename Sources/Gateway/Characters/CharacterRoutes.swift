@@ -125,7 +125,7 @@ enum CharacterRoutes {
         let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/characters", headers: headers, body: body)
         BufferedCall.start(x.context, r) { result in
             defer { PendingCharacterNames.shared.release(input.name, gateway: g) }
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let key = Array(cfg.upstream.apiKey.utf8)
             let head: UpstreamResponseHead, raw: [UInt8]
             switch result {
@@ -182,7 +182,7 @@ enum CharacterRoutes {
         // A slow list must not hold the answer long: the stored state is a fine fallback.
         r.timeoutMillis = min(cfg.upstream.requestTimeoutMillis, refreshTimeoutMillis)
         let call = BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = Int(x.context.loop.now - x.startedAt)
+            x.upstreamLatencyMillis = x.elapsedMillis
             let listed: [UpstreamCharacter]
             switch result {
             case .failure(let e):

@@ -84,7 +84,7 @@ final class ChatProxy: UpstreamDelegate {
         if streaming {
             if !firstByteSeen {
                 firstByteSeen = true
-                x.context.ops?.metrics.firstStreamByte(afterMillis: Int(x.context.loop.now - x.startedAt))
+                x.context.ops?.metrics.firstStreamByte(afterMillis: x.elapsedMillis)
             }
             usageScanner.feed(bytes)
             redactor.process(bytes) { x.write($0) }

@@ -34,7 +34,10 @@ public final class Exchange {
         self.context = context
         self.snapshot = snapshot
         self.log = log
-        self.startedAt = EventLoop.monotonicMillis()
+        // The loop's clock (refreshed once per iteration), not a fresh reading: handlers compute
+        // `loop.now - startedAt` later, and a fresh reading can be 1 ms ahead of `loop.now` for the
+        // rest of this iteration — an upstream head arriving in it made that UInt64 subtraction trap.
+        self.startedAt = context.loop.now
         self.requestID = Exchange.requestID(from: request.headers["x-request-id"])
         commonHeaders.add("x-request-id", requestID)
     }
@@ -45,11 +48,17 @@ public final class Exchange {
            h.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 || $0 == 58 }) {
             return h
         }
+        // Two 64-bit draws (one getrandom(2) each), not twelve one-byte draws: the system
+        // generator makes a syscall per call, and this runs for every request.
         var rng = SystemRandomNumberGenerator()
-        let bytes = (0..<12).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let words = (rng.next() as UInt64, rng.next() as UInt64)
         let hex = Array("0123456789abcdef".utf8)
         var out: [UInt8] = Array("req_".utf8)
-        for b in bytes { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        out.reserveCapacity(28)
+        for i in 0..<12 {
+            let b = UInt8(truncatingIfNeeded: i < 8 ? words.0 >> (8 * UInt64(i)) : words.1 >> (8 * UInt64(i - 8)))
+            out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
         return String(decoding: out, as: UTF8.self)
     }
 
@@ -126,7 +135,7 @@ public final class Exchange {
     func finish() {
         guard !finished else { return }
         finished = true
-        log.access(self, durationMillis: Int(EventLoop.monotonicMillis() - startedAt))
+        log.access(self, durationMillis: Exchange.millis(from: startedAt, to: EventLoop.monotonicMillis()))
         context.ops?.finished(self)
     }
 }
