@@ -127,6 +127,59 @@ import Testing
         #expect(logLeaks.isEmpty, "\(logLeaks)")
         #expect(h.accessLog.count >= responses.count - 4)
     }
+
+    /// The characters endpoints: the upstream puts its key in every character it returns.
+    @Test func characterAnswersNeverCarryTheKey() throws {
+        let h = try VeilHarness(upstreamKey: Self.key)
+        defer { h.stop() }
+        var responses: [(String, RawResponse)] = []
+        func drive(_ what: String, _ r: () throws -> RawResponse) {
+            do { responses.append((what, try r())) } catch { responses.append((what, RawResponse(status: -1, reason: "\(error)", headers: [], body: [], chunks: [], complete: false))) }
+        }
+        let created = try h.post("/v1/videos", json: Self.video)
+        let vid = jsonObject(created)["id"] as? String ?? "video_x"
+        for _ in 0..<10 where jsonObject(try h.get("/v1/videos/\(vid)"))["status"] as? String != "completed" { usleep(1_050_000) }
+        let body = #"{"video_id":"VID","name":"NAME","description":"a cat","timestamps":"0-3"}"#.replacingOccurrences(of: "VID", with: vid)
+        drive("character create") { try h.post("/v1/characters", json: body.replacingOccurrences(of: "NAME", with: "leaky_cat")) }
+        let cid = jsonObject(responses.last!.1)["id"] as? String ?? "char_x"
+        drive("character list") { try h.get("/v1/characters") }
+        drive("character list 2") { try h.get("/v1/characters") }
+        drive("character get") { try h.get("/v1/characters/\(cid)") }
+        drive("character sdk get") { try h.get("/v1/videos/characters/\(cid)") }
+        drive("character sdk upload") { try h.post("/v1/videos/characters", json: "{}") }
+        let echoBodies = [
+            #"{"success":false,"message":"KEY"}"#.replacingOccurrences(of: "KEY", with: Self.key),
+            #"{"success":false,"message":"ESC"}"#.replacingOccurrences(of: "ESC", with: Self.escapedKey),
+            #"{"success":true,"data":{"id":"77","api_key":"KEY","uuid":"KEY","instruction_value":"KEY","status":0}}"#.replacingOccurrences(of: "KEY", with: Self.key),
+        ]
+        for (i, b) in echoBodies.enumerated() {
+            for status in [200, 400, 401, 500] {
+                h.sandbox.inject(.status(status, body: b), method: "POST", pathPrefix: "/v1/characters")
+                drive("character create \(status) \(i)") { try h.post("/v1/characters", json: body.replacingOccurrences(of: "NAME", with: "cat_\(status)_\(i)")) }
+            }
+        }
+        // A second character still processing, then list answers that echo the key.
+        drive("character create late") { try h.post("/v1/characters", json: body.replacingOccurrences(of: "NAME", with: "late_cat")) }
+        let keyedList = #"{"success":true,"data":[{"id":"ID","uuid":"KEY","instruction_value":"KEY","api_key":"KEY","status":999,"create_time":"KEY"}]}"#
+            .replacingOccurrences(of: "KEY", with: Self.key)
+            .replacingOccurrences(of: "ID", with: (jsonObject(responses.last!.1)["id"] as? String ?? "char_0").replacingOccurrences(of: "char_", with: ""))
+        for b in echoBodies + [keyedList] {
+            h.sandbox.inject(.status(200, body: b), method: "GET", pathPrefix: "/v1/characters")
+            drive("character list echo \(b.prefix(20))") { try h.get("/v1/characters") }
+        }
+        h.sandbox.inject(.echoKey, pathPrefix: "/v1/characters")
+        drive("character list echoKey") { try h.get("/v1/characters") }
+        drive("character delete") { try h.delete("/v1/characters/\(cid)") }
+        drive("character bad id") { try h.get("/v1/characters/char_\(Self.key)") }
+
+        var leaked: [String] = []
+        for (what, r) in responses where Self.leaks(r, Self.key) { leaked.append("\(what) → \(r.status): \(r.text.prefix(300))") }
+        #expect(leaked.isEmpty, "\(leaked.joined(separator: "\n"))")
+        #expect(responses.filter { $0.1.status == -1 }.map(\.0).isEmpty)
+        #expect(responses.first?.1.status == 200)
+        #expect(h.sandbox.count("POST", "/v1/characters") >= 10)
+        #expect(h.accessLog.filter { $0.contains(Self.key) }.isEmpty)
+    }
 }
 
 enum SandboxFaultCase: CustomStringConvertible {
