@@ -233,23 +233,17 @@ enum CharacterRoutes {
 
     static func list(_ x: Exchange, _ g: Gateway) {
         guard let team = x.team else { return x.fail(.unauthorized) }
-        let q = QueryString.parse(x.request.head.query)
-        var limit = 20
-        if let l = q["limit"] {
-            guard let n = Int(l), n >= 1, n <= 100 else { return x.fail(APIError(400, "`limit` must be an integer from 1 to 100.", param: "limit", code: "invalid_limit")) }
-            limit = n
+        let query: ListQuery
+        switch ListQuery.parse(x.request.head.query, isID: { VeilID.upstreamCharacterID(fromVeil: $0) != nil }, kind: "character") {
+        case .failure(let e): return x.fail(e)
+        case .success(let q): query = q
         }
-        let order = q["order"] ?? "desc"
-        guard order == "asc" || order == "desc" else { return x.fail(APIError(400, "`order` must be `asc` or `desc`.", param: "order", code: "invalid_order")) }
-        let after = q["after"].flatMap { $0.isEmpty ? nil : $0 }
-        if let a = after, VeilID.upstreamCharacterID(fromVeil: a) == nil {
-            return x.fail(APIError(400, "`after` must be a character id.", param: "after", code: "invalid_after"))
-        }
+        let limit = query.limit
         var all: [CharacterRecord]
         do { all = try g.store.characters(team: team.name) } catch { return x.fail(VideoRoutes.storeFailure(g, error)) }
-        if order == "asc" { all.reverse() }  // the store answers newest first
+        if !query.descending { all.reverse() }  // the store answers newest first
         var start = 0
-        if let a = after {
+        if let a = query.after {
             // An id not in the team's list (unknown, deleted, another team's) gives an empty page.
             start = (all.firstIndex { $0.id == a }).map { $0 + 1 } ?? all.count
         }
@@ -257,19 +251,9 @@ enum CharacterRoutes {
         let hasMore = start + limit < all.count
         let key = Array(x.snapshot.config.upstream.apiKey.utf8)
         refresh(x, g, page) { records, stale in
-            var items: [UInt8] = [UInt8(ascii: "[")]
-            for (i, r) in records.enumerated() {
-                if i > 0 { items.append(UInt8(ascii: ",")) }
-                items += r.object.jsonBytes
-            }
-            items.append(UInt8(ascii: "]"))
-            var w = JSONObjectWriter(reserving: items.count + 128)
-            w.string("object", "list")
-            w.raw("data", items)
-            w.string("first_id", records.first?.id)
-            w.string("last_id", records.last?.id)
-            w.bool("has_more", hasMore)
-            x.send(200, KeyRedactor.redact(w.finish(), secret: key), headers: staleHeaders(stale))
+            let body = ListQuery.body(items: records.map(\.object.jsonBytes), firstID: records.first?.id,
+                                      lastID: records.last?.id, hasMore: hasMore)
+            x.send(200, KeyRedactor.redact(body, secret: key), headers: staleHeaders(stale))
         }
     }
 

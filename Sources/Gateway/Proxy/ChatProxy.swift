@@ -105,6 +105,15 @@ final class ChatProxy: UpstreamDelegate {
     /// JSON, redacted). Upstream errors become Veil's OpenAI envelope (5xx → 502, 4xx kept) with
     /// the upstream's message redacted after decoding; a 2xx that is not JSON, or JSON hiding the
     /// key behind `\u` escapes, is a 502: never the raw page, never the key.
+    /// Ends a stream the upstream cut: one `data: {"error":...}` event (what the OpenAI SDKs raise
+    /// as an APIError), then a proper end of the chunked body.
+    func endWithErrorEvent(_ e: APIError) {
+        x.errorCode = e.code
+        let event: [UInt8] = Array("data: ".utf8) + e.body + Array("\n\n".utf8)
+        event.withUnsafeBytes { x.write($0) }
+        x.end()
+    }
+
     static func refusal(status: Int, raw: [UInt8], key: [UInt8]) -> APIError? {
         if status >= 300 { return VideoRoutes.upstreamError(status, raw, key: key, keepStatus: true) }
         guard (try? JSONParser.topLevelMembers(raw, wanted: [])) != nil else {
@@ -128,23 +137,11 @@ final class ChatProxy: UpstreamDelegate {
             if let u = usageScanner.usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }
             if let error, error != .cancelled || x.response.isOpen {
                 // Cut mid-stream: say so in a way the OpenAI SDKs raise, then end the stream cleanly.
-                let e = APIError.from(error)
-                x.errorCode = e.code
-                var event: [UInt8] = Array("data: ".utf8)
-                event += e.body
-                event += Array("\n\n".utf8)
-                event.withUnsafeBytes { x.write($0) }
-                x.end()
+                endWithErrorEvent(APIError.from(error))
             } else if error == .cancelled {
                 x.abandon("client_closed")
             } else if !usageScanner.sawDone && x.response.isOpen {
-                let e = APIError(502, "The upstream ended the stream without [DONE].", code: "upstream_stream_incomplete")
-                x.errorCode = e.code
-                var event: [UInt8] = Array("data: ".utf8)
-                event += e.body
-                event += Array("\n\n".utf8)
-                event.withUnsafeBytes { x.write($0) }
-                x.end()
+                endWithErrorEvent(APIError(502, "The upstream ended the stream without [DONE].", code: "upstream_stream_incomplete"))
             } else {
                 x.end()
             }

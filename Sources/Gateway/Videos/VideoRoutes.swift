@@ -208,33 +208,16 @@ enum VideoRoutes {
 
     static func list(_ x: Exchange, _ g: Gateway) {
         guard let team = x.team else { return x.fail(.unauthorized) }
-        let q = QueryString.parse(x.request.head.query)
-        var limit = 20
-        if let l = q["limit"] {
-            guard let n = Int(l), n >= 1, n <= 100 else { return x.fail(APIError(400, "`limit` must be an integer from 1 to 100.", param: "limit", code: "invalid_limit")) }
-            limit = n
-        }
-        let order = q["order"] ?? "desc"
-        guard order == "asc" || order == "desc" else { return x.fail(APIError(400, "`order` must be `asc` or `desc`.", param: "order", code: "invalid_order")) }
-        let after = q["after"].flatMap { $0.isEmpty ? nil : $0 }
-        if let a = after, VeilID.upstreamVideoID(fromVeil: a) == nil {
-            return x.fail(APIError(400, "`after` must be a video id.", param: "after", code: "invalid_after"))
+        let query: ListQuery
+        switch ListQuery.parse(x.request.head.query, isID: { VeilID.upstreamVideoID(fromVeil: $0) != nil }, kind: "video") {
+        case .failure(let e): return x.fail(e)
+        case .success(let q): query = q
         }
         do {
-            let page = try g.store.listVideos(team: team.name, after: after, limit: limit, descending: order == "desc")
-            var items: [UInt8] = [UInt8(ascii: "[")]
-            for (i, r) in page.items.enumerated() {
-                if i > 0 { items.append(UInt8(ascii: ",")) }
-                items += r.object.jsonBytes
-            }
-            items.append(UInt8(ascii: "]"))
-            var w = JSONObjectWriter(reserving: items.count + 128)
-            w.string("object", "list")
-            w.raw("data", items)
-            w.string("first_id", page.items.first?.id)
-            w.string("last_id", page.items.last?.id)
-            w.bool("has_more", page.hasMore)
-            x.send(200, KeyRedactor.redact(w.finish(), secret: Array(x.snapshot.config.upstream.apiKey.utf8)))
+            let page = try g.store.listVideos(team: team.name, after: query.after, limit: query.limit, descending: query.descending)
+            let body = ListQuery.body(items: page.items.map(\.object.jsonBytes), firstID: page.items.first?.id,
+                                      lastID: page.items.last?.id, hasMore: page.hasMore)
+            x.send(200, KeyRedactor.redact(body, secret: Array(x.snapshot.config.upstream.apiKey.utf8)))
         } catch { x.fail(storeFailure(g, error)) }
     }
 
