@@ -168,22 +168,8 @@ public struct HTTPRequestParser: Sendable {
 
         if stage == .requestLine {
             let start = scanPos
-            let limit = limits.maxRequestLineBytes
-            let scanEnd = min(n, start + limit + 1)
-            var p = start
-            while p < scanEnd {
-                let c = b[p]
-                if c == cr || c == lf { break }
-                p += 1
-            }
-            if p == scanEnd {
-                if p - start > limit { throw HTTPError(414, "request line too long") }
-                return nil
-            }
-            if b[p] == lf { throw HTTPError(400, "bare LF in request line") }
-            if p - start > limit { throw HTTPError(414, "request line too long") }
-            if p + 1 == n { return nil }
-            if b[p + 1] != lf { throw HTTPError(400, "bare CR in request line") }
+            guard let p = try lineEnd(b, from: start, origin: start, budget: limits.maxRequestLineBytes, crlfCounts: false,
+                                      tooLong: HTTPError(414, "request line too long"), what: "request line") else { return nil }
             try parseRequestLine(b, start, p)
             scanPos = p + 2
             headerStart = scanPos
@@ -205,22 +191,9 @@ public struct HTTPRequestParser: Sendable {
             }
             if first == lf { throw HTTPError(400, "bare LF in header section") }
             if first == sp || first == htab { throw HTTPError(400, "obsolete line folding") }
-            // Find the end of this line, bounded by the header byte limit.
-            let scanEnd = min(n, headerStart + maxBytes + 1)
-            var p = ls
-            while p < scanEnd {
-                let c = b[p]
-                if c == cr || c == lf { break }
-                p += 1
-            }
-            if p == scanEnd {
-                if p - headerStart > maxBytes { throw HTTPError(431, "header section too large") }
-                return nil
-            }
-            if b[p] == lf { throw HTTPError(400, "bare LF in header section") }
-            if p + 2 - headerStart > maxBytes { throw HTTPError(431, "header section too large") }
-            if p + 1 == n { return nil }
-            if b[p + 1] != lf { throw HTTPError(400, "bare CR in header section") }
+            // The end of this line, bounded by the header byte limit.
+            guard let p = try lineEnd(b, from: ls, origin: headerStart, budget: maxBytes, crlfCounts: true,
+                                      tooLong: HTTPError(431, "header section too large"), what: "header section") else { return nil }
             if fields.count >= limits.maxHeaderCount { throw HTTPError(431, "too many header fields") }
             try parseFieldLine(b, ls, p)
             scanPos = p + 2
@@ -416,13 +389,15 @@ public struct HTTPRequestParser: Sendable {
         return head
     }
 
-    // MARK: - Chunked body
-
-    /// Parses `chunk-size [chunk-ext] CRLF` at `s`. Returns the bytes used, nil if incomplete.
-    private mutating func parseChunkLine(_ b: UnsafeRawBufferPointer, from s: Int) throws -> Int? {
+    /// Finds the CRLF ending the line that starts at `s` and returns the index of its CR, or nil
+    /// when more bytes are needed. The line may use at most `budget` bytes counted from `origin`
+    /// (its CRLF included when `crlfCounts`): the limit is enforced on partial input too, so a
+    /// slow sender can't make the parser buffer without bound. Bare CR and bare LF are refused.
+    @inline(__always)
+    private func lineEnd(_ b: UnsafeRawBufferPointer, from s: Int, origin: Int, budget: Int, crlfCounts: Bool,
+                         tooLong: HTTPError, what: StaticString) throws -> Int? {
         let n = b.count
-        let limit = limits.maxChunkLineBytes
-        let scanEnd = min(n, s + limit + 1)
+        let scanEnd = min(n, origin + budget + 1)
         var p = s
         while p < scanEnd {
             let c = b[p]
@@ -430,14 +405,22 @@ public struct HTTPRequestParser: Sendable {
             p += 1
         }
         if p == scanEnd {
-            if p - s > limit { throw HTTPError(400, "chunk size line too long") }
+            if p - origin > budget { throw tooLong }
             return nil
         }
-        if b[p] == lf { throw HTTPError(400, "bare LF in chunk size line") }
-        if p - s > limit { throw HTTPError(400, "chunk size line too long") }
+        if b[p] == lf { throw HTTPError(400, "bare LF in \(what)") }
+        if p + (crlfCounts ? 2 : 0) - origin > budget { throw tooLong }
         if p + 1 == n { return nil }
-        if b[p + 1] != lf { throw HTTPError(400, "bare CR in chunk size line") }
-        let e = p
+        if b[p + 1] != lf { throw HTTPError(400, "bare CR in \(what)") }
+        return p
+    }
+
+    // MARK: - Chunked body
+
+    /// Parses `chunk-size [chunk-ext] CRLF` at `s`. Returns the bytes used, nil if incomplete.
+    private mutating func parseChunkLine(_ b: UnsafeRawBufferPointer, from s: Int) throws -> Int? {
+        guard let e = try lineEnd(b, from: s, origin: s, budget: limits.maxChunkLineBytes, crlfCounts: false,
+                                  tooLong: HTTPError(400, "chunk size line too long"), what: "chunk size line") else { return nil }
 
         var q = s
         var size = 0
@@ -516,22 +499,8 @@ public struct HTTPRequestParser: Sendable {
         }
         if first == lf { throw HTTPError(400, "bare LF in trailer section") }
         if first == sp || first == htab { throw HTTPError(400, "obsolete line folding in trailer") }
-        let budget = limits.maxTrailerBytes - trailerBytes
-        let scanEnd = min(n, s + budget + 1)
-        var p = s
-        while p < scanEnd {
-            let c = b[p]
-            if c == cr || c == lf { break }
-            p += 1
-        }
-        if p == scanEnd {
-            if p - s > budget { throw HTTPError(431, "trailer section too large") }
-            return nil
-        }
-        if b[p] == lf { throw HTTPError(400, "bare LF in trailer section") }
-        if p + 2 - s > budget { throw HTTPError(431, "trailer section too large") }
-        if p + 1 == n { return nil }
-        if b[p + 1] != lf { throw HTTPError(400, "bare CR in trailer section") }
+        guard let p = try lineEnd(b, from: s, origin: s, budget: limits.maxTrailerBytes - trailerBytes, crlfCounts: true,
+                                  tooLong: HTTPError(431, "trailer section too large"), what: "trailer section") else { return nil }
         // Validate the field line; the trailer is discarded.
         var q = s
         while q < p, isTchar(b[q]) { q += 1 }
