@@ -68,4 +68,8 @@ static inline int veil_curl_sockaddr_ip(const struct curl_sockaddr *a, unsigned 
 static inline curl_socket_t veil_curl_open_socket(const struct curl_sockaddr *a) {
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
+/// Socket lifecycle callbacks, to count the client's upstream connections (UpstreamClient).
+static inline CURLcode veil_easy_setopt_sockoptcb(CURL *h, curl_sockopt_callback cb) { return curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, cb); }
+static inline CURLcode veil_easy_setopt_closesocketcb(CURL *h, curl_closesocket_callback cb) { return curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, cb); }
+
 #endif

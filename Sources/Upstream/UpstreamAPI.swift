@@ -25,6 +25,10 @@ public struct UpstreamRequest: Sendable {
     public var addressAllowList: [String] = []
     /// Allowed URL schemes ("http", "https").
     public var allowedSchemes: [String] = ["http", "https"]
+    /// libcurl's receive buffer for this transfer, 1 KiB…512 KiB (nil = the client's setting,
+    /// 16 KiB). It is held for the whole transfer: small for long-lived streams (memory per
+    /// stream), large for bulk downloads (fewer reads and callbacks).
+    public var receiveBufferBytes: Int? = nil
 
     public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.method = method; self.url = url; self.headers = headers; self.body = body
@@ -41,7 +45,23 @@ public struct UpstreamResponseHead: Sendable {
         self.status = status; self.headers = headers; self.httpVersion = httpVersion
     }
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        headers.first { asciiEqualsIgnoringCase($0.name, name) }?.value
+    }
+}
+
+/// ASCII case-insensitive comparison without building lowercased copies.
+@inline(__always)
+func asciiEqualsIgnoringCase(_ a: String, _ b: String) -> Bool {
+    var ia = a.utf8.makeIterator(), ib = b.utf8.makeIterator()
+    while true {
+        switch (ia.next(), ib.next()) {
+        case (nil, nil): return true
+        case let (x?, y?):
+            if x == y { continue }
+            let lx = x | 0x20
+            guard lx == y | 0x20, lx >= 97, lx <= 122 else { return false }
+        default: return false
+        }
     }
 }
 

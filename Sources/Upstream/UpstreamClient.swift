@@ -55,22 +55,35 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     /// Reset easy handles kept for the next transfers: `curl_easy_init` and the buffers libcurl
     /// allocates on a handle's first transfer (receive and upload buffers, ~80 KB) cost more
     /// than a small proxied request itself. Bounded; loop-thread only like everything here.
-    private var idleEasy: [UnsafeMutableRawPointer] = []
+    /// Kept apart by receive-buffer size: libcurl allocates a handle's buffer once, at the
+    /// size set for its first transfer, so a handle only ever serves transfers of that size.
+    private var idleEasy: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var idleEasyCount = 0
     private let maxIdleEasy = 64
 
     public var activeTransfers: Int { transfers.count }
 
-    fileprivate func takeEasy() -> UnsafeMutableRawPointer? {
-        if let h = idleEasy.popLast() { return h }
+    /// Upstream sockets libcurl opened and has not closed yet (its connections, idle or busy).
+    /// A separate object: libcurl's close callbacks still run inside `curl_multi_cleanup`.
+    fileprivate final class SocketCount { var open = 0 }
+    fileprivate let socketCount = SocketCount()
+
+    /// Connections in libcurl's cache that no transfer holds. Over HTTP/1.1 each running transfer
+    /// holds one connection, so this is `open − running`.
+    var idleConnectionEstimate: Int { socketCount.open - transfers.count }
+
+    fileprivate func takeEasy(bufferSize: Int) -> UnsafeMutableRawPointer? {
+        if let h = idleEasy[bufferSize]?.popLast() { idleEasyCount -= 1; return h }
         return curl_easy_init()
     }
 
     /// Takes back a handle that is in no multi: reset (options, callbacks and pointers cleared)
     /// and kept, or cleaned up when the pool is full.
-    fileprivate func recycleEasy(_ h: UnsafeMutableRawPointer) {
-        if idleEasy.count < maxIdleEasy && multi != nil {
+    fileprivate func recycleEasy(_ h: UnsafeMutableRawPointer, bufferSize: Int) {
+        if idleEasyCount < maxIdleEasy && multi != nil {
             curl_easy_reset(h)
-            idleEasy.append(h)
+            idleEasy[bufferSize, default: []].append(h)
+            idleEasyCount += 1
         } else {
             curl_easy_cleanup(h)
         }
@@ -115,7 +128,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         transfers.removeAll()
         for fd in sockets.keys { loop.unwatch(fd) }
         sockets.removeAll()
-        for h in idleEasy { curl_easy_cleanup(h) }
+        for hs in idleEasy.values { for h in hs { curl_easy_cleanup(h) } }
         idleEasy.removeAll()
         curl_multi_cleanup(m)
     }
@@ -184,6 +197,9 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     }
 
     private func curlWantsTimer(_ ms: Int) {
+        // libcurl re-announces the same expiry after most calls: keep the armed timer then
+        // instead of allocating a new one and leaving a cancelled one in the heap.
+        if ms >= 0, let t = timer, t.isPending, t.deadline == EventLoop.monotonicMillis() + UInt64(ms) { return }
         timer?.cancel()
         timer = nil
         guard ms >= 0 else { return }
@@ -283,6 +299,9 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     private var stallTimer: LoopTimer?
     private var received = 0
     private let urlHost: String
+    private let urlParts: (scheme: String, host: String)?
+    /// libcurl's receive buffer for this transfer (the request's, else the client's setting).
+    let bufferSize: Int
     private let allowList: [String]
 
     // response head being collected
@@ -310,17 +329,20 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         maxBytes = request.maxResponseBytes
         stallMillis = max(0, request.stallTimeoutMillis)
         allowList = request.addressAllowList
-        urlHost = CurlTransfer.parseURL(request.url)?.host ?? ""
+        urlParts = CurlTransfer.parseURL(request.url)
+        urlHost = urlParts?.host ?? ""
+        let wanted: Int = request.receiveBufferBytes ?? client.settings.bufferSize
+        bufferSize = Swift.min(Swift.max(wanted, 1_024), 524_288)
     }
 
     // MARK: configuration
 
     /// Creates and configures the easy handle; an error when the request can't be sent at all.
     func configure(_ r: UpstreamRequest, _ s: UpstreamClientSettings) -> UpstreamError? {
-        guard let parts = CurlTransfer.parseURL(r.url) else { return .refused("malformed URL") }
+        guard let parts = urlParts else { return .refused("malformed URL") }   // parsed once, in init
         let schemes = r.allowedSchemes.map { $0.lowercased() }
         guard schemes.contains(parts.scheme) else { return .refused("scheme \(parts.scheme) not allowed") }
-        guard let h = client?.takeEasy() ?? curl_easy_init() else { return .connect("curl_easy_init failed") }
+        guard let h = client?.takeEasy(bufferSize: bufferSize) ?? curl_easy_init() else { return .connect("curl_easy_init failed") }
         easy = h
         let me = Unmanaged.passUnretained(self).toOpaque()
         func long(_ o: CURLoption, _ v: Int) -> Bool { veil_easy_setopt_long(h, o, v) == CURLE_OK }
@@ -337,11 +359,34 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         }
         _ = long(CURLOPT_NOSIGNAL, 1)
         _ = long(CURLOPT_FOLLOWLOCATION, 0)
+        if let client {
+            // Count connections: SOCKOPT runs for every socket libcurl creates (whoever opens
+            // it); CLOSESOCKET is kept by the connection and replaces libcurl's close().
+            let cp = Unmanaged.passUnretained(client.socketCount).toOpaque()
+            _ = veil_easy_setopt_sockoptcb(h) { clientp, _, _ in
+                if let clientp { Unmanaged<UpstreamClient.SocketCount>.fromOpaque(clientp).takeUnretainedValue().open += 1 }
+                return veil_curl_sockopt_ok()
+            }
+            _ = veil_easy_setopt_pointer(h, CURLOPT_SOCKOPTDATA, cp)
+            _ = veil_easy_setopt_closesocketcb(h) { clientp, fd in
+                if let clientp { Unmanaged<UpstreamClient.SocketCount>.fromOpaque(clientp).takeUnretainedValue().open -= 1 }
+                return Glibc.close(fd)
+            }
+            _ = veil_easy_setopt_pointer(h, CURLOPT_CLOSESOCKETDATA, cp)
+            // libcurl looks for a reusable connection by walking every connection to the host,
+            // busy ones included: O(connections) per request, so 10,000 concurrent streams cost
+            // O(n²) (1.7 s median time to first byte). Over plain HTTP (HTTP/1.1: a busy
+            // connection is never shared) with no idle connection left, there is nothing to
+            // find: skip the search and connect at once. Over https (h2 multiplexes) it stays.
+            if parts.scheme == "http" && client.idleConnectionEstimate <= 0 {
+                _ = long(CURLOPT_FRESH_CONNECT, 1)
+            }
+        }
         _ = long(CURLOPT_TCP_NODELAY, 1)
         _ = long(CURLOPT_TCP_KEEPALIVE, 1)
         _ = long(CURLOPT_TCP_KEEPIDLE, max(1, s.tcpKeepAliveIdleSeconds))
         _ = long(CURLOPT_TCP_KEEPINTVL, max(1, s.tcpKeepAliveIdleSeconds / 2))
-        _ = long(CURLOPT_BUFFERSIZE, s.bufferSize)
+        _ = long(CURLOPT_BUFFERSIZE, bufferSize)
         _ = long(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         if parts.scheme == "https" { _ = long(CURLOPT_PIPEWAIT, 1) }   // wait to multiplex over h2
         if !s.useEnvironmentProxy { _ = str(CURLOPT_PROXY, "") }
@@ -454,7 +499,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     func releaseCurl() {
         if let h = easy {
             // Never in a multi here (remove() takes it out first; configure failures never add it).
-            if let client { client.recycleEasy(h) } else { curl_easy_cleanup(h) }
+            if let client { client.recycleEasy(h, bufferSize: bufferSize) } else { curl_easy_cleanup(h) }
         }
         easy = nil
         if let l = headerList { curl_slist_free_all(l) }

@@ -32,9 +32,11 @@ public struct TokenAuthenticator: Sendable {
     /// `authorization` is the raw header value; `now` is Unix seconds.
     public func authenticate(authorization: String?, now: Int) -> Outcome {
         guard let auth = authorization else { return .missing }
-        let trimmed = auth.trimmingCharacters(in: " \t")
-        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return .invalid }
-        let token = trimmed.dropFirst(7).trimmingCharacters(in: " \t")
+        // Byte-level trimming and scheme check: this runs for every request.
+        let trimmed = trimSpaceTab(Substring(auth))
+        let u = trimmed.utf8
+        guard u.count > 7, u.prefix(7).elementsEqual("bearer ".utf8, by: { $0 == $1 || ($1 != 0x20 && $0 | 0x20 == $1) }) else { return .invalid }
+        let token = String(trimSpaceTab(trimmed.dropFirst(7)))
         guard !token.isEmpty, token.utf8.count <= 512 else { return .invalid }
         let presented = Array(sha256Hex(token).utf8)
         var found = -1
@@ -47,6 +49,15 @@ public struct TokenAuthenticator: Sendable {
         if let exp = foundExpiry, now >= exp { return .expired }
         return .team(found)
     }
+}
+
+/// `s` without leading and trailing spaces and tabs (ASCII, no allocation).
+@inline(__always)
+func trimSpaceTab(_ s: Substring) -> Substring {
+    var t = s
+    while let f = t.utf8.first, f == 0x20 || f == 0x09 { t = t.dropFirst() }
+    while let l = t.utf8.last, l == 0x20 || l == 0x09 { t = t.dropLast() }
+    return t
 }
 
 extension StringProtocol {

@@ -1,3 +1,4 @@
+import Synchronization
 import HTTPServer
 import HTTPWire
 import Reactor
@@ -48,10 +49,12 @@ public final class Exchange {
            h.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 || $0 == 58 }) {
             return h
         }
-        // Two 64-bit draws (one getrandom(2) each), not twelve one-byte draws: the system
-        // generator makes a syscall per call, and this runs for every request.
-        var rng = SystemRandomNumberGenerator()
-        let words = (rng.next() as UInt64, rng.next() as UInt64)
+        // No syscall per request (the system generator makes one per call; this used to make
+        // twelve): a process-wide random salt plus an atomic counter, mixed by SplitMix64 (a
+        // bijection), so ids are unique within the process and unpredictable across processes.
+        let n = requestIDCounter.add(1, ordering: .relaxed).newValue
+        let w0 = splitMix64(requestIDSalt.0 &+ n)
+        let words = (w0, splitMix64(w0 ^ requestIDSalt.1))
         let hex = Array("0123456789abcdef".utf8)
         var out: [UInt8] = Array("req_".utf8)
         out.reserveCapacity(28)
@@ -138,4 +141,18 @@ public final class Exchange {
         log.access(self, durationMillis: Exchange.millis(from: startedAt, to: EventLoop.monotonicMillis()))
         context.ops?.finished(self)
     }
+}
+
+private let requestIDSalt: (UInt64, UInt64) = {
+    var rng = SystemRandomNumberGenerator()
+    return (rng.next(), rng.next())
+}()
+private let requestIDCounter = Atomic<UInt64>(0)
+
+@inline(__always)
+private func splitMix64(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
 }

@@ -51,6 +51,7 @@ final class VideoContent: UpstreamDelegate {
         r.connectTimeoutMillis = cfg.connectTimeoutMillis
         r.timeoutMillis = cfg.requestTimeoutMillis
         r.stallTimeoutMillis = cfg.stallTimeoutMillis
+        r.receiveBufferBytes = 64 * 1024      // bulk: fewer reads and callbacks per megabyte
         let p = VideoContent(x)
         x.model = record.model
         x.response.onClose = { [weak p] in p?.transfer?.cancel() }
