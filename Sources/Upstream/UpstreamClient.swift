@@ -197,9 +197,6 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     }
 
     private func curlWantsTimer(_ ms: Int) {
-        // libcurl re-announces the same expiry after most calls: keep the armed timer then
-        // instead of allocating a new one and leaving a cancelled one in the heap.
-        if ms >= 0, let t = timer, t.isPending, t.deadline == EventLoop.monotonicMillis() + UInt64(ms) { return }
         timer?.cancel()
         timer = nil
         guard ms >= 0 else { return }
