@@ -343,14 +343,18 @@ import Testing
         #expect(Self.waitUntil(10) { h.sandbox.openResponses == 0 }, "stand-in responses left: \(h.sandbox.openResponses)")
         #expect(Self.waitUntil(5) { h.runtime.server.openConnections.current == 0 })
         #expect(Date().timeIntervalSince(t0) < 20)
-        // File descriptors back to the baseline: Veil's and the stand-in's sockets exactly (curl may
-        // keep a few idle upstream connections), the process-wide count loosely (other tests run
-        // in parallel and open their own).
+        // Veil's and the stand-in's sockets back to the baseline (curl may keep a few idle upstream
+        // connections).
         #expect(Self.waitUntil(10) { Self.socketFDs(ports: ports) <= sock0 + 4 }, "sockets \(sock0) → \(Self.socketFDs(ports: ports))")
-        #expect(Self.waitUntil(10) { Self.openFDs() <= fd0 + 32 }, "fds \(fd0) → \(Self.openFDs())")
-        let grown = Self.rssBytes() - rss0
+        // Process-wide descriptors and memory only when this test runs alone (`scripts/vanishing-clients`
+        // sets VEIL_VANISHING_CLIENTS): in the full suite other tests open and free their own in this
+        // process at the same time, which made these checks flaky.
+        if ProcessInfo.processInfo.environment["VEIL_VANISHING_CLIENTS"] != nil {
+            #expect(Self.waitUntil(10) { Self.openFDs() <= fd0 + 8 }, "fds \(fd0) → \(Self.openFDs())")
+            let grown = Self.rssBytes() - rss0
+            #expect(grown < 48 << 20, "rss grew by \(grown >> 20) MiB")
+        }
         print("vanishing clients: n=\(n) veil/stand-in sockets \(sock0)→\(Self.socketFDs(ports: ports)) fds \(fd0)→\(Self.openFDs()) rss \(rss0 >> 20)→\(Self.rssBytes() >> 20) MiB in \(Int(Date().timeIntervalSince(t0) * 1000)) ms")
-        #expect(grown < 48 << 20, "rss grew by \(grown >> 20) MiB")
         #expect(h.accessLog.filter { $0.contains("client_closed") }.count >= n)
         #expect(h.sandbox.clientDisconnects >= n)
     }
