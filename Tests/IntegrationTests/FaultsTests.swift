@@ -33,17 +33,6 @@ import Testing
         #expect(!allBytes(r.0).contains(h.upstreamKey), sourceLocation: sourceLocation)
     }
 
-    static func activeTransfers(_ h: VeilHarness) -> Int {
-        let total = Counter()
-        let group = DispatchGroup()
-        for ctx in h.runtime.gateway.contexts {
-            group.enter()
-            ctx.loop.execute { total.add(ctx.upstream.activeTransfers); group.leave() }
-        }
-        _ = group.wait(timeout: .now() + 2)
-        return total.current
-    }
-
     static func waitUntil(_ seconds: Double, _ cond: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while !cond() && Date() < deadline { usleep(20_000) }
@@ -72,7 +61,7 @@ import Testing
         Self.expectClean(h, try Self.thenHealthz(h, "POST", "/v1/chat/completions", body: Self.chatStream), status: 502, code: "upstream_unreachable")
         Self.expectClean(h, try Self.thenHealthz(h, "GET", "/v1/models"), status: 502, code: "upstream_unreachable")
         Self.expectClean(h, try Self.thenHealthz(h, "POST", "/v1/videos", body: Self.videoJSON), status: 502, code: "upstream_unreachable")
-        #expect(Self.activeTransfers(h) == 0)
+        #expect(h.activeTransfers == 0)
     }
 
     @Test func resetBeforeTheHeadIs502() throws {
@@ -85,7 +74,7 @@ import Testing
             Self.expectClean(h, r, status: 502)
             #expect(["upstream_unreachable", "upstream_broken"].contains(Self.errorCode(r.0) ?? ""), "\(path): \(r.0.text)")
         }
-        #expect(Self.waitUntil(2) { Self.activeTransfers(h) == 0 })
+        #expect(Self.waitUntil(2) { h.activeTransfers == 0 })
     }
 
     @Test func resetMidBodyIs502Broken() throws {
@@ -110,7 +99,7 @@ import Testing
         }
         // Veil hung up on the stalled upstream responses.
         #expect(Self.waitUntil(3) { h.sandbox.openResponses == 0 })
-        #expect(Self.activeTransfers(h) == 0)
+        #expect(h.activeTransfers == 0)
     }
 
     @Test func invalidJSONIs502() throws {
@@ -136,7 +125,7 @@ import Testing
             Self.expectClean(h, try Self.thenHealthz(h, method, path, body: body), status: 502, code: "upstream_response_too_large")
         }
         #expect(Self.waitUntil(3) { h.sandbox.openResponses == 0 })
-        #expect(Self.activeTransfers(h) == 0)
+        #expect(h.activeTransfers == 0)
     }
 
     @Test func streamCutWithoutDoneEndsWithAnErrorEventAndAProperChunkedEnd() throws {
@@ -279,7 +268,7 @@ import Testing
         // The stalled upstream calls now time out (or were cancelled) with nobody left to answer.
         usleep(800_000)
         #expect(try h.get("/healthz").status == 200)
-        #expect(Self.waitUntil(3) { Self.activeTransfers(h) == 0 })
+        #expect(Self.waitUntil(3) { h.activeTransfers == 0 })
     }
 
     static func openFDs() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
@@ -332,14 +321,14 @@ import Testing
         defer { h.stop() }
         // Warm up (allocator arenas, curl connection cache), then measure the baseline.
         try Self.abandonStreams(h, 20)
-        #expect(Self.waitUntil(5) { Self.activeTransfers(h) == 0 && h.sandbox.openResponses == 0 && h.runtime.server.openConnections.current == 0 })
+        #expect(Self.waitUntil(5) { h.activeTransfers == 0 && h.sandbox.openResponses == 0 && h.runtime.server.openConnections.current == 0 })
         usleep(300_000)
         let ports: Set<UInt16> = [h.port, h.sandboxPort]
         let fd0 = Self.openFDs(), sock0 = Self.socketFDs(ports: ports), rss0 = Self.rssBytes()
         let t0 = Date()
         try Self.abandonStreams(h, n)
         // Every upstream transfer is cancelled, every client connection closed, the stand-in sees them go.
-        #expect(Self.waitUntil(10) { Self.activeTransfers(h) == 0 }, "transfers left: \(Self.activeTransfers(h))")
+        #expect(Self.waitUntil(10) { h.activeTransfers == 0 }, "transfers left: \(h.activeTransfers)")
         #expect(Self.waitUntil(10) { h.sandbox.openResponses == 0 }, "stand-in responses left: \(h.sandbox.openResponses)")
         #expect(Self.waitUntil(5) { h.runtime.server.openConnections.current == 0 })
         #expect(Date().timeIntervalSince(t0) < 20)

@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import Reactor
 import Sandbox
 import Synchronization
 
@@ -74,6 +75,18 @@ final class VeilHarness: @unchecked Sendable {
         let log = GatewayLog(upstreamKey: upstreamKey, accessLog: true, sink: { line in sink.append(line) })
         runtime = try VeilRuntime(config: config, log: log)
         port = try runtime.start()
+    }
+
+    /// Upstream transfers running now, read on each loop's own thread (the clients are loop-confined).
+    var activeTransfers: Int {
+        let total = Counter()
+        let group = DispatchGroup()
+        for ctx in runtime.gateway.contexts {
+            group.enter()
+            ctx.loop.execute { total.add(ctx.upstream.activeTransfers); group.leave() }
+        }
+        _ = group.wait(timeout: .now() + 2)
+        return total.current
     }
 
     func stop() {
