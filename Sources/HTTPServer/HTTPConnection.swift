@@ -336,7 +336,7 @@ final class HTTPConnection: IOHandler, DeferredFlush {
         closed = true
         timer?.cancel()
         timer = nil
-        loop.unwatch(fd)
+        loop.forgetClosing(fd)            // close() takes it out of epoll: no EPOLL_CTL_DEL
         Glibc.close(fd)
         worker.connectionClosed(self)
         let r = responder

@@ -83,25 +83,62 @@ public final class EventLoop: @unchecked Sendable {
 
     // MARK: file descriptors
 
-    /// Registers `fd` for `events`, or changes the events of an fd already registered.
+    /// The events each fd is registered for (`notRegistered` when it is not): a `watch` that
+    /// changes nothing makes no syscall.
+    private var registered: [UInt64] = []
+    private static let notRegistered = UInt64.max
+    /// `epoll_ctl` calls made (for tests and benchmarks: the syscalls saved are the point).
+    public private(set) var epollCtlCalls = 0
+
+    /// Registers `fd` for `events`, or changes the events of an fd already registered. Free when
+    /// `fd` is already registered with exactly these events and this handler.
     public func watch(_ fd: Int32, _ events: IOEvents, _ handler: IOHandler) {
         let idx = Int(fd)
-        if idx >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: max(idx + 1 - handlers.count, 64))) }
-        var ev = epoll_event(events: events.rawValue, data: epoll_data_t(fd: fd))
-        let op = handlers[idx] == nil ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
+        if idx >= handlers.count {
+            let grow = max(idx + 1 - handlers.count, 64)
+            handlers.append(contentsOf: repeatElement(nil, count: grow))
+            registered.append(contentsOf: repeatElement(Self.notRegistered, count: grow))
+        }
+        let mask = UInt64(events.rawValue)
+        if registered[idx] == mask, handlers[idx] === handler { return }
         handlers[idx] = handler
-        if epoll_ctl(epfd, op, fd, &ev) != 0 && veil_errno() == EEXIST {
-            _ = epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
+        var ev = epoll_event(events: events.rawValue, data: epoll_data_t(fd: fd))
+        let op = registered[idx] == Self.notRegistered ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
+        registered[idx] = mask
+        epollCtlCalls += 1
+        if epoll_ctl(epfd, op, fd, &ev) != 0 {
+            // Out of step with the kernel (an fd closed and reused behind our back): say it again.
+            let e = veil_errno()
+            epollCtlCalls += 1
+            if e == EEXIST { _ = epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) }
+            if e == ENOENT { _ = epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) }
         }
     }
 
     /// Forgets `fd`. Call before closing it.
     public func unwatch(_ fd: Int32) {
         let idx = Int(fd)
-        guard idx < handlers.count, handlers[idx] != nil else { return }
+        guard idx < handlers.count, registered[idx] != Self.notRegistered else { return }
         handlers[idx] = nil
+        registered[idx] = Self.notRegistered
         var ev = epoll_event()
+        epollCtlCalls += 1
         _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &ev)
+    }
+
+    /// Forgets `fd` without a syscall, for an fd about to be closed (closing the last descriptor
+    /// of a socket takes it out of epoll by itself).
+    public func forgetClosing(_ fd: Int32) {
+        let idx = Int(fd)
+        guard idx < handlers.count else { return }
+        handlers[idx] = nil
+        registered[idx] = Self.notRegistered
+    }
+
+    /// Whether `fd` is registered (tests).
+    public func isWatching(_ fd: Int32) -> Bool {
+        let idx = Int(fd)
+        return idx < registered.count && registered[idx] != Self.notRegistered
     }
 
     // MARK: timers

@@ -63,14 +63,47 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
 
     public var activeTransfers: Int { transfers.count }
 
-    /// Upstream sockets libcurl opened and has not closed yet (its connections, idle or busy).
-    /// A separate object: libcurl's close callbacks still run inside `curl_multi_cleanup`.
-    fileprivate final class SocketCount { var open = 0 }
-    fileprivate let socketCount = SocketCount()
+    /// The connection sockets libcurl opened and has not closed yet, idle or busy (its open and
+    /// close callbacks keep it). A separate object: close callbacks still run inside
+    /// `curl_multi_cleanup`, when the client is going away.
+    fileprivate final class SocketBook {
+        var open: Set<Int32> = []
+        weak var client: UpstreamClient?
+    }
+    fileprivate let socketBook = SocketBook()
 
     /// Connections in libcurl's cache that no transfer holds. Over HTTP/1.1 each running transfer
     /// holds one connection, so this is `open − running`.
-    var idleConnectionEstimate: Int { socketCount.open - transfers.count }
+    var idleConnectionEstimate: Int { socketBook.open.count - transfers.count }
+
+    /// Upstream sockets libcurl has stopped watching but which stay registered with the loop
+    /// (tests).
+    var parkedSockets: Int { sockets.values.reduce(0) { $0 + ($1.parked ? 1 : 0) } }
+
+    /// `scheme://authority` → (scheme, host) as libcurl parses them: every request to the
+    /// upstream shares one prefix, and `curl_url` parsing is not free. Bounded (image URLs are
+    /// arbitrary): cleared when full.
+    private var originCache: [Substring: (scheme: String, host: String)] = [:]
+
+    fileprivate func urlParts(_ url: String) -> (scheme: String, host: String)? {
+        guard let origin = CurlTransfer.origin(of: url) else { return CurlTransfer.parseURL(url) }
+        if let hit = originCache[origin] { return hit }
+        guard let parts = CurlTransfer.parseURL(url) else { return nil }
+        if originCache.count >= 64 { originCache.removeAll(keepingCapacity: true) }
+        originCache[origin] = parts
+        return parts
+    }
+
+    /// The `proto` list given to libcurl for a scheme list (one entry: the list never varies).
+    private var protocolsKey: [String] = []
+    private var protocolsValue = ""
+    fileprivate func protocolList(_ schemes: [String]) -> String {
+        if schemes != protocolsKey {
+            protocolsKey = schemes
+            protocolsValue = schemes.map { $0.lowercased() }.joined(separator: ",")
+        }
+        return protocolsValue
+    }
 
     fileprivate func takeEasy(bufferSize: Int) -> UnsafeMutableRawPointer? {
         if let h = idleEasy[bufferSize]?.popLast() { idleEasyCount -= 1; return h }
@@ -95,6 +128,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         self.settings = settings
         guard let m = curl_multi_init() else { fatalError("curl_multi_init failed") }
         multi = m
+        socketBook.client = self
         let me = Unmanaged.passUnretained(self).toOpaque()
         _ = veil_multi_setopt_socketcb(m) { _, fd, what, userp, _ in
             guard let userp else { return 0 }
@@ -180,9 +214,20 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
 
     // MARK: libcurl → loop
 
+    /// libcurl says REMOVE when a transfer ends and IN when the next one starts on the same kept-
+    /// alive connection: two `epoll_ctl` per proxied request. A connection socket that was only
+    /// being read is parked instead: it stays registered, and IN on it again costs nothing. If
+    /// the upstream closes a parked connection, the one wake-up it causes unregisters it (libcurl
+    /// finds the connection dead when it next looks); when libcurl closes it, it is forgotten.
     private func curlWantsSocket(_ fd: curl_socket_t, _ what: Int32) {
         if what == veil_curl_poll_remove() {
-            if sockets.removeValue(forKey: fd) != nil { loop.unwatch(fd) }
+            guard let w = sockets[fd] else { return }
+            if w.events == .readable && socketBook.open.contains(fd) {
+                w.parked = true
+            } else {
+                sockets[fd] = nil
+                loop.unwatch(fd)
+            }
             return
         }
         var events: IOEvents = []
@@ -193,7 +238,20 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
             watcher = CurlSocketWatcher(fd: fd, client: self)
             sockets[fd] = watcher
         }
+        watcher.parked = false
+        watcher.events = events
         loop.watch(fd, events, watcher)
+    }
+
+    /// An event on a parked socket: the upstream closed (or wrote to) an idle connection.
+    fileprivate func parkedSocketWoke(_ fd: Int32) {
+        sockets[fd] = nil
+        loop.unwatch(fd)
+    }
+
+    /// libcurl is closing one of its connection sockets.
+    fileprivate func connectionSocketClosing(_ fd: Int32) {
+        if sockets.removeValue(forKey: fd) != nil { loop.forgetClosing(fd) }
     }
 
     private func curlWantsTimer(_ ms: Int) {
@@ -275,8 +333,14 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
 final class CurlSocketWatcher: IOHandler {
     let fd: Int32
     weak var client: UpstreamClient?
+    /// What libcurl last asked for.
+    var events: IOEvents = []
+    /// libcurl no longer watches it, but it stays registered (see `curlWantsSocket`).
+    var parked = false
     init(fd: Int32, client: UpstreamClient) { self.fd = fd; self.client = client }
-    func ioReady(_ events: IOEvents) { client?.socketReady(fd, events) }
+    func ioReady(_ events: IOEvents) {
+        if parked { client?.parkedSocketWoke(fd) } else { client?.socketReady(fd, events) }
+    }
 }
 
 /// One request: an easy handle plus its header list, and the delegate's state machine.
@@ -326,7 +390,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         maxBytes = request.maxResponseBytes
         stallMillis = max(0, request.stallTimeoutMillis)
         allowList = request.addressAllowList
-        urlParts = CurlTransfer.parseURL(request.url)
+        urlParts = client.urlParts(request.url)
         urlHost = urlParts?.host ?? ""
         let wanted: Int = request.receiveBufferBytes ?? client.settings.bufferSize
         bufferSize = Swift.min(Swift.max(wanted, 1_024), 524_288)
@@ -337,8 +401,9 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     /// Creates and configures the easy handle; an error when the request can't be sent at all.
     func configure(_ r: UpstreamRequest, _ s: UpstreamClientSettings) -> UpstreamError? {
         guard let parts = urlParts else { return .refused("malformed URL") }   // parsed once, in init
-        let schemes = r.allowedSchemes.map { $0.lowercased() }
-        guard schemes.contains(parts.scheme) else { return .refused("scheme \(parts.scheme) not allowed") }
+        guard r.allowedSchemes.contains(where: { asciiEqualsIgnoringCase($0, parts.scheme) }) else {
+            return .refused("scheme \(parts.scheme) not allowed")
+        }
         guard let h = client?.takeEasy(bufferSize: bufferSize) ?? curl_easy_init() else { return .connect("curl_easy_init failed") }
         easy = h
         let me = Unmanaged.passUnretained(self).toOpaque()
@@ -350,7 +415,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         _ = veil_easy_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
 
         guard str(CURLOPT_URL, r.url) else { return .refused("URL rejected by libcurl") }
-        let proto = schemes.joined(separator: ",")
+        let proto = client?.protocolList(r.allowedSchemes) ?? r.allowedSchemes.map { $0.lowercased() }.joined(separator: ",")
         guard str(CURLOPT_PROTOCOLS_STR, proto), str(CURLOPT_REDIR_PROTOCOLS_STR, proto) else {
             return .refused("unsupported scheme list \(proto)")
         }
@@ -359,14 +424,18 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         if let client {
             // Count connections: SOCKOPT runs for every socket libcurl creates (whoever opens
             // it); CLOSESOCKET is kept by the connection and replaces libcurl's close().
-            let cp = Unmanaged.passUnretained(client.socketCount).toOpaque()
-            _ = veil_easy_setopt_sockoptcb(h) { clientp, _, _ in
-                if let clientp { Unmanaged<UpstreamClient.SocketCount>.fromOpaque(clientp).takeUnretainedValue().open += 1 }
+            let cp = Unmanaged.passUnretained(client.socketBook).toOpaque()
+            _ = veil_easy_setopt_sockoptcb(h) { clientp, fd, _ in
+                if let clientp { Unmanaged<UpstreamClient.SocketBook>.fromOpaque(clientp).takeUnretainedValue().open.insert(fd) }
                 return veil_curl_sockopt_ok()
             }
             _ = veil_easy_setopt_pointer(h, CURLOPT_SOCKOPTDATA, cp)
             _ = veil_easy_setopt_closesocketcb(h) { clientp, fd in
-                if let clientp { Unmanaged<UpstreamClient.SocketCount>.fromOpaque(clientp).takeUnretainedValue().open -= 1 }
+                if let clientp {
+                    let book = Unmanaged<UpstreamClient.SocketBook>.fromOpaque(clientp).takeUnretainedValue()
+                    book.open.remove(fd)
+                    book.client?.connectionSocketClosing(fd)
+                }
                 return Glibc.close(fd)
             }
             _ = veil_easy_setopt_pointer(h, CURLOPT_CLOSESOCKETDATA, cp)
@@ -442,19 +511,20 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
         // Headers: the caller's, plus suppression of what libcurl would add on its own.
         var list: UnsafeMutablePointer<curl_slist>?
-        func append(_ line: String) { list = curl_slist_append(list, line) }
-        var given = Set<String>()
+        var givenAccept = false, givenExpect = false, givenContentType = false
+        var line: [UInt8] = []
+        line.reserveCapacity(256)
         for (name, value) in r.headers {
-            let n = CurlTransfer.clean(name).trimmingSpaces
-            guard !n.isEmpty, !n.contains(":") else { continue }
-            let v = CurlTransfer.clean(value).trimmingSpaces
-            given.insert(n.lowercased())
-            append(v.isEmpty ? "\(n);" : "\(n): \(v)")   // "Name;" is libcurl's syntax for an empty value
+            guard CurlTransfer.headerLine(name, value, into: &line) else { continue }
+            if asciiEqualsIgnoringCase(name, "accept") { givenAccept = true }
+            else if asciiEqualsIgnoringCase(name, "expect") { givenExpect = true }
+            else if asciiEqualsIgnoringCase(name, "content-type") { givenContentType = true }
+            list = line.withUnsafeBufferPointer { curl_slist_append(list, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
         }
-        if !given.contains("accept") { append("Accept:") }            // libcurl would send "*/*"
-        if !given.contains("expect") { append("Expect:") }            // no 100-continue round trip
-        if !given.contains("content-type") && method == "POST" {
-            append("Content-Type:")                                    // not x-www-form-urlencoded
+        if !givenAccept { list = curl_slist_append(list, "Accept:") }     // libcurl would send "*/*"
+        if !givenExpect { list = curl_slist_append(list, "Expect:") }     // no 100-continue round trip
+        if !givenContentType && method == "POST" {
+            list = curl_slist_append(list, "Content-Type:")                // not x-www-form-urlencoded
         }
         headerList = list
         _ = veil_easy_setopt_slist(h, CURLOPT_HTTPHEADER, list)
@@ -487,10 +557,48 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         return (scheme.lowercased(), AddressPolicy.normalizeHost(host))
     }
 
-    /// Header text without CR, LF or NUL (no header injection).
-    static func clean(_ s: String) -> String {
-        if !s.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) { return s }
-        return String(String.UnicodeScalarView(s.unicodeScalars.map { $0 == "\r" || $0 == "\n" || $0 == "\0" ? " " : $0 }))
+    /// `scheme://authority` of a URL (nil when it has no `://`).
+    static func origin(of url: String) -> Substring? {
+        let u = url.utf8
+        var i = u.startIndex, colon: String.Index?
+        while i != u.endIndex {
+            let c = u[i]
+            if c == 58 { colon = i; break }                       // ':'
+            if c == 47 || c == 63 || c == 35 { return nil }      // '/', '?', '#' before any ':'
+            i = u.index(after: i)
+        }
+        guard let colon else { return nil }
+        var j = u.index(after: colon)
+        for _ in 0..<2 {
+            guard j != u.endIndex, u[j] == 47 else { return nil }
+            j = u.index(after: j)
+        }
+        while j != u.endIndex, u[j] != 47, u[j] != 63, u[j] != 35 { j = u.index(after: j) }
+        return url[url.startIndex..<j]
+    }
+
+    /// `Name: value` NUL-terminated into `out` for libcurl's list, as bytes: CR, LF and NUL
+    /// become spaces (no header injection), both sides trimmed; `Name;` for an empty value
+    /// (libcurl's syntax for one). False for an empty name or one containing a colon.
+    static func headerLine(_ name: String, _ value: String, into out: inout [UInt8]) -> Bool {
+        out.removeAll(keepingCapacity: true)
+        func put(_ s: String) {
+            let start = out.count
+            for var c in s.utf8 {
+                if c == 13 || c == 10 || c == 0 { c = 32 }
+                if out.count == start && (c == 32 || c == 9) { continue }      // leading blanks
+                out.append(c)
+            }
+            while out.count > start, out[out.count - 1] == 32 || out[out.count - 1] == 9 { out.removeLast() }
+        }
+        put(name)
+        guard !out.isEmpty, !out.contains(58) else { return false }
+        let nameEnd = out.count
+        out.append(58); out.append(32)
+        put(value)
+        if out.count == nameEnd + 2 { out.removeLast(2); out.append(59) }   // "Name;"
+        out.append(0)
+        return true
     }
 
     func releaseCurl() {
@@ -571,14 +679,16 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         return veil_curl_open_socket(address)
     }
 
+    /// One response header line, read as bytes: only names and values become Strings.
     private func onHeader(_ p: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int {
         if isFinished { return 0 }                 // cancelled: abort the transfer
         touch()
         if headDelivered { return len }           // trailers: not forwarded
         guard let p else { return len }
-        var line = String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
-        while let last = line.last, last == "\r" || last == "\n" || last == "\r\n" { line.removeLast() }
-        if line.isEmpty {
+        let line = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: len)
+        var end = line.count
+        while end > 0, line[end - 1] == 13 || line[end - 1] == 10 { end -= 1 }
+        if end == 0 {
             // End of a header block. 1xx interim responses are skipped.
             if let s = blockStatus, s >= 100 && s < 200 && s != 101 {
                 blockStatus = nil
@@ -592,17 +702,51 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
             applyPauseInsideCallback()
             return len
         }
-        if line.hasPrefix("HTTP/") {
-            let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
-            blockStatus = parts.count > 1 ? Int(parts[1]) : nil
+        let text = UnsafeBufferPointer(rebasing: line[0..<end])
+        if let status = Self.statusLine(text) {
+            blockStatus = status
             blockFields.removeAll()
-        } else if let first = line.first, first == " " || first == "\t" {
-            if !blockFields.isEmpty { blockFields[blockFields.count - 1].value += " " + line.trimmingSpaces }
-        } else if let colon = line.firstIndex(of: ":") {
-            blockFields.append((String(line[..<colon]).trimmingSpaces, String(line[line.index(after: colon)...]).trimmingSpaces))
+        } else if text[0] == 32 || text[0] == 9 {
+            // Obsolete line folding: part of the previous value.
+            if !blockFields.isEmpty {
+                blockFields[blockFields.count - 1].value += " " + Self.string(Self.trimmed(text))
+            }
+        } else if let colon = text.firstIndex(of: 58) {
+            let name = Self.trimmed(UnsafeBufferPointer(rebasing: text[..<colon]))
+            let value = Self.trimmed(UnsafeBufferPointer(rebasing: text[(colon + 1)...]))
+            blockFields.append((Self.string(name), Self.string(value)))
         }
         return len
     }
+
+    /// The status code of an `HTTP/x[.y] NNN ...` line (nil when the line is not one): 0 when
+    /// the code is not three digits (libcurl's own reading is asked for later).
+    static func statusLine(_ t: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard t.count >= 5, t[0] == 72, t[1] == 84, t[2] == 84, t[3] == 80, t[4] == 47 else { return nil }   // "HTTP/"
+        var i = 5
+        while i < t.count, t[i] != 32 { i += 1 }
+        while i < t.count, t[i] == 32 { i += 1 }
+        guard t.count - i >= 3 else { return 0 }
+        var code = 0
+        for k in i..<(i + 3) {
+            let d = t[k]
+            guard d >= 48, d <= 57 else { return 0 }
+            code = code * 10 + Int(d - 48)
+        }
+        if i + 3 < t.count, t[i + 3] != 32 { return 0 }
+        return code
+    }
+
+    @inline(__always)
+    static func trimmed(_ b: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        var lo = 0, hi = b.count
+        while lo < hi, b[lo] == 32 || b[lo] == 9 { lo += 1 }
+        while hi > lo, b[hi - 1] == 32 || b[hi - 1] == 9 { hi -= 1 }
+        return UnsafeBufferPointer(rebasing: b[lo..<hi])
+    }
+
+    @inline(__always)
+    static func string(_ b: UnsafeBufferPointer<UInt8>) -> String { String(decoding: b, as: UTF8.self) }
 
     private func onData(_ p: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int {
         if isFinished { return 0 }                 // cancelled: abort (CURLE_WRITE_ERROR)

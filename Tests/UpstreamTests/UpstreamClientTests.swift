@@ -486,6 +486,55 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(server.requests.withLock { $0.count } == 3)
     }
 
+    /// libcurl says REMOVE after each transfer and IN before the next on the same connection;
+    /// the socket stays registered instead of costing two epoll_ctl per request.
+    @Test func keptAliveSocketStaysRegisteredBetweenTransfers() {
+        let server = TestServer { conn, _ in ok(conn, "k"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        func get() {
+            let rec = Recorder()
+            h.start(UpstreamRequest(method: "GET", url: server.url + "/again"), rec)
+            #expect(rec.waitFinished())
+            #expect(rec.finishes.first! == nil)
+            #expect(rec.bodyText == "k")
+        }
+        get()
+        #expect(h.onLoop { h.client.parkedSockets } == 1)
+        let before = h.onLoop { h.loop.epollCtlCalls }
+        for _ in 0..<20 { get() }
+        let after = h.onLoop { h.loop.epollCtlCalls }
+        #expect(after - before == 0, "epoll_ctl calls for 20 requests on one kept-alive connection")
+        #expect(server.accepts.load(ordering: .relaxed) == 1)
+    }
+
+    /// An upstream closing an idle (parked) connection wakes the loop once, which unregisters
+    /// it (level-triggered, it would otherwise spin); the next request connects afresh.
+    @Test func upstreamClosingAParkedConnectionIsHandled() {
+        let server = TestServer { conn, _ in ok(conn, "once"); return false }   // then closes
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        for round in 1...3 {
+            let rec = Recorder()
+            h.start(UpstreamRequest(method: "GET", url: server.url + "/r"), rec)
+            #expect(rec.waitFinished())
+            #expect(rec.finishes.first! == nil)
+            #expect(rec.bodyText == "once")
+            // The server's close arrives on the parked socket: it is unregistered, not spun on.
+            var parked = -1
+            for _ in 0..<200 {
+                parked = h.onLoop { h.client.parkedSockets }
+                if parked == 0 { break }
+                usleep(5_000)
+            }
+            #expect(parked == 0, "round \(round): the closed connection is still parked")
+            let ctl = h.onLoop { h.loop.epollCtlCalls }
+            usleep(50_000)
+            #expect(h.onLoop { h.loop.epollCtlCalls } == ctl, "no epoll churn while idle")
+        }
+        #expect(server.accepts.load(ordering: .relaxed) == 3)
+    }
+
     @Test func manyConcurrentTransfers() {
         let server = TestServer { conn, req in usleep(20_000); ok(conn, req.path); return true }
         let h = LoopHarness()
@@ -556,5 +605,70 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(AddressPolicy.refusal(address: ten, host: "other.example", allowList: ["internal.example"]) != nil)
         #expect(AddressPolicy.refusal(address: ten, host: "x", allowList: ["10.0.0.0/99"]) != nil)  // bad CIDR = a host name
         #expect(AddressPolicy.refusal(address: lo, host: "x", allowList: [])?.contains("loopback") == true)
+    }
+}
+
+/// The byte-level helpers of `CurlTransfer` (request header lines, response status lines, the
+/// URL origin used as a cache key).
+@Suite struct CurlTransferBytesTests {
+    private func line(_ n: String, _ v: String) -> String? {
+        var out: [UInt8] = []
+        guard CurlTransfer.headerLine(n, v, into: &out) else { return nil }
+        #expect(out.last == 0)
+        return String(decoding: out.dropLast(), as: UTF8.self)
+    }
+
+    @Test func headerLinesAreCleanedAndTrimmed() {
+        #expect(line("X-A", "b") == "X-A: b")
+        #expect(line(" X-A\t", "  b c \t") == "X-A: b c")
+        #expect(line("X-A", "") == "X-A;")
+        #expect(line("X-A", "   ") == "X-A;")
+        // CR, LF and NUL can never start a new header line.
+        #expect(line("X-A", "b\r\nInjected: yes") == "X-A: b  Injected: yes")
+        #expect(line("X-A", "b\0c") == "X-A: b c")
+        #expect(line("X-\nA", "b") == "X- A: b")
+        #expect(line("", "b") == nil)
+        #expect(line("  ", "b") == nil)
+        #expect(line("Bad:Name", "b") == nil)
+        #expect(line("Ünï", "välue") == "Ünï: välue")
+    }
+
+    @Test func requestHeadersReachTheServerCleaned() {
+        let server = TestServer { conn, _ in ok(conn, "x"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        h.start(UpstreamRequest(method: "GET", url: server.url + "/h",
+                                headers: [("X-Evil", "a\r\nX-Injected: 1"), ("X-Empty", ""), (" X-Pad ", " v ")]), rec)
+        #expect(rec.waitFinished())
+        let req = server.lastRequest
+        #expect(req?.header("x-evil") == "a  X-Injected: 1")
+        #expect(req?.header("x-injected") == nil)
+        #expect(req?.header("x-empty") == "")
+        #expect(req?.header("x-pad") == "v")
+    }
+
+    @Test func statusLines() {
+        func status(_ s: String) -> Int? {
+            Array(s.utf8).withUnsafeBufferPointer { CurlTransfer.statusLine($0) }
+        }
+        #expect(status("HTTP/1.1 200 OK") == 200)
+        #expect(status("HTTP/2 404") == 404)
+        #expect(status("HTTP/1.1  503 Service Unavailable") == 503)
+        #expect(status("HTTP/1.1 20") == 0)
+        #expect(status("HTTP/1.1 2000 x") == 0)
+        #expect(status("HTTP/1.1 abc") == 0)
+        #expect(status("Content-Type: x") == nil)
+        #expect(status("HTTP") == nil)
+    }
+
+    @Test func origins() {
+        #expect(CurlTransfer.origin(of: "http://127.0.0.1:8080/v1/chat") == "http://127.0.0.1:8080")
+        #expect(CurlTransfer.origin(of: "https://h.example?q=1") == "https://h.example")
+        #expect(CurlTransfer.origin(of: "https://user@h.example#x") == "https://user@h.example")
+        #expect(CurlTransfer.origin(of: "http://[::1]:9/x") == "http://[::1]:9")
+        #expect(CurlTransfer.origin(of: "/relative") == nil)
+        #expect(CurlTransfer.origin(of: "http:/one-slash") == nil)
+        #expect(CurlTransfer.origin(of: "no-scheme") == nil)
     }
 }
