@@ -115,10 +115,17 @@ final class ChatProxy: UpstreamDelegate {
     }
 
     static func refusal(status: Int, raw: [UInt8], key: [UInt8]) -> APIError? {
+        var unused: Usage?
+        return refusal(status: status, raw: raw, key: key, usage: &unused, readUsage: false)
+    }
+
+    /// The same, reading the top-level `usage` in the validating pass (one pass over the answer).
+    static func refusal(status: Int, raw: [UInt8], key: [UInt8], usage: inout Usage?, readUsage: Bool = true) -> APIError? {
         if status >= 300 { return VideoRoutes.upstreamError(status, raw, key: key, keepStatus: true) }
-        guard (try? JSONParser.topLevelMembers(raw, wanted: [])) != nil else {
+        guard let members = try? JSONParser.topLevelMembers(raw, wanted: readUsage ? ["usage"] : []) else {
             return APIError(502, "The upstream's answer was not valid JSON.", code: "upstream_invalid_response")
         }
+        if let u = members["usage"] { usage = Usage(u) }
         if jsonHidesSecret(raw, secret: key) {
             return APIError(502, "The upstream's answer was withheld: it contained the upstream credential.", code: "upstream_invalid_response")
         }
@@ -154,11 +161,10 @@ final class ChatProxy: UpstreamDelegate {
         }
         // Whole JSON answer (or an upstream error).
         let key = Array(x.snapshot.config.upstream.apiKey.utf8)
-        if let e = Self.refusal(status: upstreamStatus, raw: buffered, key: key) { return x.fail(e) }
+        var usage: Usage?
+        if let e = Self.refusal(status: upstreamStatus, raw: buffered, key: key, usage: &usage) { return x.fail(e) }
         let body = KeyRedactor.redact(buffered, secret: key)
-        if let u = extractUsage(fromJSON: body) {
-            x.usage = (u.promptTokens, u.completionTokens, u.totalTokens)
-        }
+        if let u = usage { x.usage = (u.promptTokens, u.completionTokens, u.totalTokens) }
         x.send(upstreamStatus, body, headers: HeaderPolicy.callerHeaders(from: upstreamHeaders, redact: x.log.redact))
     }
 }

@@ -38,10 +38,10 @@ public struct JSONParser {
         } else {
             while true {
                 p.skipWS()
-                let key = try p.parseString()
+                let key = try p.parseKey(wanted)
                 p.skipWS()
                 try p.expect(UInt8(ascii: ":"))
-                if wanted.contains(key) {
+                if let key {
                     out[key] = try p.parseValue(depth: 1)
                 } else {
                     try p.skipValue(depth: 1)
@@ -204,8 +204,36 @@ public struct JSONParser {
     @inline(__always) func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
     mutating func skipDigits() { while i < buf.count, isDigit(buf[i]) { i += 1 } }
 
+    /// A member name: the member of `wanted` it equals, or nil (validated, not decoded). Keys
+    /// without escapes (all of them, in practice) are compared as bytes: no String is built for
+    /// the keys nobody asked for.
+    mutating func parseKey(_ wanted: Set<String>) throws(TranslationError) -> String? {
+        if wanted.isEmpty { try skipString(); return nil }
+        let start = i + 1
+        try skipString()
+        let raw = UnsafeBufferPointer(rebasing: buf[start..<(i - 1)])
+        if raw.contains(UInt8(ascii: "\\")) {
+            var again = JSONParser(buf, maxDepth: maxDepth)
+            again.i = start - 1
+            let key = try again.parseString()
+            return wanted.contains(key) ? key : nil
+        }
+        for w in wanted where w.utf8.count == raw.count && w.utf8.elementsEqual(raw) { return w }
+        return nil
+    }
+
+    /// Moves past a string, validating it. Eight bytes at a time while none of them is a quote,
+    /// a backslash or a control character (the common case: long message texts).
     mutating func skipString() throws(TranslationError) {
         try expect(UInt8(ascii: "\""))
+        if let base = buf.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while buf.count - i >= 8 {
+                let v = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                if Self.hasSpecialByte(v) { break }
+                i += 8
+            }
+        }
         while i < buf.count {
             let c = buf[i]
             if c == UInt8(ascii: "\"") { i += 1; return }
@@ -223,6 +251,18 @@ public struct JSONParser {
             i += 1
         }
         throw fail("unterminated string")
+    }
+
+    /// Whether any byte of `v` is `"`, `\\` or below 0x20 (SWAR: a byte is zero in `x` iff
+    /// `(x - 0x01…) & ~x & 0x80…` has its top bit; below 0x20 iff `(x - 0x20…) & ~x & 0x80…`).
+    @inline(__always)
+    static func hasSpecialByte(_ v: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
+        func zeroByte(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & high }
+        let quote = zeroByte(v ^ (ones &* 0x22))
+        let slash = zeroByte(v ^ (ones &* 0x5C))
+        let control = (v &- ones &* 0x20) & ~v & high
+        return (quote | slash | control) != 0
     }
 
     func isSimpleEscape(_ e: UInt8) -> Bool {
