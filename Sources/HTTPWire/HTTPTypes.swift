@@ -45,7 +45,7 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
 }
 
 @inline(__always)
-public func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
+public func asciiCaseInsensitiveEquals<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
     var ia = a.utf8.makeIterator()
     var ib = b.utf8.makeIterator()
     while true {
@@ -76,29 +76,49 @@ public struct HTTPRequestHead: Sendable, Equatable {
 
     /// The target's path, without the query.
     public var path: Substring {
-        if let q = target.firstIndex(of: "?") { return target[..<q] }
+        if let q = target.utf8.firstIndex(of: 0x3F) { return target[..<q] }      // '?', as bytes
         return target[...]
     }
 
     /// The raw query string (after `?`), or nil.
     public var query: Substring? {
-        guard let q = target.firstIndex(of: "?") else { return nil }
-        return target[target.index(after: q)...]
+        guard let q = target.utf8.firstIndex(of: 0x3F) else { return nil }
+        return target[target.utf8.index(after: q)...]
     }
 
     /// Whether the connection may stay open after this exchange (RFC 9112 §9.3).
     public var keepAlive: Bool {
-        let tokens = headers.values("connection").flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingASCIISpaces().lowercased() }
-        if tokens.contains("close") { return false }
-        if versionMinor >= 1 { return true }
-        return tokens.contains("keep-alive")
+        var close = false, keepAlive = false
+        for f in headers.fields where asciiCaseInsensitiveEquals(f.name, "connection") {
+            forEachToken(f.value) { t in
+                if asciiCaseInsensitiveEquals(t, "close") { close = true }
+                else if asciiCaseInsensitiveEquals(t, "keep-alive") { keepAlive = true }
+            }
+        }
+        if close { return false }
+        return versionMinor >= 1 || keepAlive
     }
 
     /// `Expect: 100-continue` was sent (RFC 9110 §10.1.1).
     public var expectsContinue: Bool {
         guard let e = headers["expect"] else { return false }
-        return e.trimmingASCIISpaces().lowercased() == "100-continue"
+        return asciiCaseInsensitiveEquals(e.trimmingASCIISpaces(), "100-continue")
+    }
+}
+
+/// Calls `body` with each comma-separated element of a list header, trimmed of spaces and tabs
+/// (RFC 9110 §5.6.1); empty elements are skipped.
+func forEachToken(_ value: String, _ body: (Substring) -> Void) {
+    let u = value.utf8
+    var start = u.startIndex
+    while true {
+        let end = u[start...].firstIndex(of: 0x2C) ?? u.endIndex
+        var lo = start, hi = end
+        while lo < hi, u[lo] == 0x20 || u[lo] == 0x09 { lo = u.index(after: lo) }
+        while hi > lo, u[u.index(before: hi)] == 0x20 || u[u.index(before: hi)] == 0x09 { hi = u.index(before: hi) }
+        if lo < hi { body(value[lo..<hi]) }
+        if end == u.endIndex { return }
+        start = u.index(after: end)
     }
 }
 

@@ -239,6 +239,10 @@ extension String {
     ConnCase(raw: "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", keepAlive: false, expectsContinue: false),
     ConnCase(raw: "GET / HTTP/1.0\r\n\r\n", keepAlive: false, expectsContinue: false),
     ConnCase(raw: "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", keepAlive: true, expectsContinue: false),
+    ConnCase(raw: "GET / HTTP/1.0\r\nConnection: ,\t keep-alive\t,\r\n\r\n", keepAlive: true, expectsContinue: false),
+    ConnCase(raw: "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nConnection: ,close\r\n\r\n", keepAlive: false, expectsContinue: false),
+    ConnCase(raw: "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed, enclose\r\n\r\n", keepAlive: true, expectsContinue: false),
+    ConnCase(raw: "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", keepAlive: false, expectsContinue: false),
     ConnCase(raw: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", keepAlive: true, expectsContinue: true),
     ConnCase(raw: "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue \r\nContent-Length: 1\r\n\r\nx", keepAlive: true, expectsContinue: true),
     ConnCase(raw: "POST / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx", keepAlive: true, expectsContinue: false),
@@ -268,4 +272,14 @@ func connectionSemantics(_ c: ConnCase) throws {
             #expect(!out.heads.contains { $0.target == "/admin" })
         }
     }
+}
+
+@Test func pathAndQuerySplitAtTheFirstQuestionMark() {
+    let h = HTTPRequestHead(method: "GET", target: "/v1/videos?after=a?b&limit=2")
+    #expect(h.path == "/v1/videos")
+    #expect(h.query == "after=a?b&limit=2")
+    let bare = HTTPRequestHead(method: "GET", target: "/v1/models")
+    #expect(bare.path == "/v1/models")
+    #expect(bare.query == nil)
+    #expect(HTTPRequestHead(method: "GET", target: "/x?").query == "")
 }
