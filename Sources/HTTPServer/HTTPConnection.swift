@@ -283,7 +283,10 @@ final class HTTPConnection: IOHandler, DeferredFlush {
             if readBuf.count - readStart < server.config.maxPipelinedBytes { want.insert(.readable) }
         case .closing: break
         }
-        if pendingWriteBytes > 0 { want.insert(.writable) }
+        // Bytes waiting for the deferred flush are not a reason to watch for writability: that
+        // flush runs as soon as this callback returns and asks for it only if the socket is full
+        // (otherwise every response would cost two epoll_ctl: writable on, writable off).
+        if pendingWriteBytes > 0 && !flushQueued { want.insert(.writable) }
         setInterest(want)
     }
 
