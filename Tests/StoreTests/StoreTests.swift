@@ -281,6 +281,31 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     #expect(rows == 1)
 }
 
+/// Regression (found profiling the chat benchmark): `recordUsage` took the connection's lock, so
+/// an event loop recording a request waited for the flusher's whole batch to be written, and every
+/// 256th record was written on the loop itself. Now it only appends to the buffer: it completes
+/// even while the connection's lock is held (here, by this very thread: it used to deadlock).
+@Test func recordingUsageNeverWaitsForTheConnection() throws {
+    let path = tempPath()
+    defer { remove(path) }
+    let store = try SQLiteStore(path: path, usageFlushIntervalMillis: 60_000)
+    defer { store.close() }
+    try store.core.with { _ in
+        for i in 0..<300 { try store.recordUsage(usage("team-a", "POST /v1/chat/completions #\(i)")) }
+    }
+    #expect(store.core.pendingCount == 300, "nothing is written on the caller's thread")
+    // Past the threshold, the flusher writes them within its 10 ms tick (not at the 60 s interval).
+    let reader = try SQLiteConnection(path: path)
+    defer { reader.close() }
+    var rows = 0
+    for _ in 0..<100 where rows < 300 {
+        usleep(20_000)
+        rows = try reader.scalarInt("SELECT count(*) FROM usage") ?? 0
+    }
+    #expect(rows == 300)
+    #expect(store.core.pendingCount == 0)
+}
+
 @Test func writeThroughUsage() throws {
     let path = tempPath()
     defer { remove(path) }
