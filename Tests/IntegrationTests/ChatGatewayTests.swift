@@ -43,6 +43,21 @@ import Testing
         #expect(r.text.components(separatedBy: "data: ").count >= 7)
     }
 
+    /// Streams read the upstream through a 1 KiB buffer (memory per open stream): an event several
+    /// times larger arrives whole and unchanged, over as many reads as it takes.
+    @Test func eventsLargerThanTheStreamBufferPassIntact() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.sseChunkDelayMillis = 5 })
+        defer { h.stop() }
+        let word = String((0..<5_000).map { i in Character(Unicode.Scalar(UInt8(97 + i % 26))) })
+        let body = #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"short \#(word) end"}]}"#
+        let r = try RawHTTPClient.request(port: h.port, method: "POST", path: "/v1/chat/completions",
+                                          headers: h.auth() + [("Content-Type", "application/json")], body: Array(body.utf8), timeoutMillis: 10_000)
+        #expect(r.status == 200)
+        #expect(r.text.contains(#""content":" \#(word)""#))
+        #expect(r.text.contains(#""content":" end""#))
+        #expect(r.text.hasSuffix("data: [DONE]\n\n"))
+    }
+
     @Test func wrongOrMissingTokenIs401() throws {
         let h = try VeilHarness()
         defer { h.stop() }

@@ -21,6 +21,8 @@ final class ChatProxy: UpstreamDelegate {
     var streamSlot: String?
     var firstByteSeen = false
 
+    static let streamReceiveBufferBytes = 1024
+
     init(_ x: Exchange) {
         self.x = x
         redactor = KeyRedactor(secret: Array(x.snapshot.config.upstream.apiKey.utf8))
@@ -54,6 +56,10 @@ final class ChatProxy: UpstreamDelegate {
         r.connectTimeoutMillis = cfg.connectTimeoutMillis
         r.timeoutMillis = cfg.requestTimeoutMillis
         r.stallTimeoutMillis = cfg.stallTimeoutMillis
+        // A stream lives for minutes and its events are a few hundred bytes: libcurl's receive
+        // buffer is held (and its first page touched) for all that time. Small buffers pack
+        // several streams per page; a burst larger than this simply takes another read.
+        if info.stream { r.receiveBufferBytes = ChatProxy.streamReceiveBufferBytes }
         x.response.onClose = { [weak p] in p?.clientLeft() }
         p.transfer = x.context.upstream.start(r, delegate: p)
     }
