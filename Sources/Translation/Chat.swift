@@ -21,12 +21,14 @@ public struct Usage: Sendable, Equatable {
 }
 
 public enum ChatRequestInfo {
+    private static let wanted: Set<String> = ["model", "stream"]
+
     /// `model` and `stream` of a chat completions body, without materialising the messages.
     /// Throws unless the body is a JSON object. `model` is nil unless a string; `stream` is true
     /// only for JSON `true` (what the upstream's Go decoder accepts; anything else would be an
     /// upstream error, which then isn't a stream either).
     public static func parse(_ body: [UInt8]) throws(TranslationError) -> (model: String?, stream: Bool) {
-        let m = try JSONParser.topLevelMembers(body, wanted: ["model", "stream"])
+        let m = try JSONParser.topLevelMembers(body, wanted: wanted)
         return (m["model"]?.stringValue, m["stream"]?.boolValue ?? false)
     }
 }

@@ -2,21 +2,55 @@ import CCrypto
 
 /// Lower-case hex SHA-256 of `text` (OpenSSL's libcrypto, already linked by libcurl).
 public func sha256Hex(_ text: String) -> String {
-    var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-    var bytes = Array(text.utf8)
-    _ = SHA256(&bytes, bytes.count, &digest)
+    let d = sha256Digest(Substring(text))
     let hex: [UInt8] = Array("0123456789abcdef".utf8)
     var out = [UInt8]()
     out.reserveCapacity(64)
-    for b in digest { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+    withUnsafeBytes(of: d) { for b in $0 { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) } }
     return String(decoding: out, as: UTF8.self)
+}
+
+/// The 32-byte SHA-256 of `text`'s UTF-8, in four words on the stack (no allocation).
+@inline(__always)
+func sha256Digest(_ text: Substring) -> (UInt64, UInt64, UInt64, UInt64) {
+    var d: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    var s = text
+    s.withUTF8 { u in
+        withUnsafeMutableBytes(of: &d) { out in
+            _ = SHA256(u.baseAddress, u.count, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+    return d
+}
+
+/// The 32 bytes of a 64-digit hex digest (nil unless it is one).
+func digestBytes(hex: String) -> (UInt64, UInt64, UInt64, UInt64)? {
+    let u = Array(hex.utf8)
+    guard u.count == 64 else { return nil }
+    var d: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    var ok = true
+    withUnsafeMutableBytes(of: &d) { out in
+        for i in 0..<32 {
+            func nibble(_ c: UInt8) -> UInt8? {
+                switch c {
+                case 48...57: return c - 48
+                case 97...102: return c - 87
+                case 65...70: return c - 55
+                default: return nil
+                }
+            }
+            guard let hi = nibble(u[2 * i]), let lo = nibble(u[2 * i + 1]) else { ok = false; return }
+            out[i] = hi << 4 | lo
+        }
+    }
+    return ok ? d : nil
 }
 
 /// Maps a presented bearer token to its team. Only digests are kept; the presented token is
 /// hashed and compared with every configured digest in constant time (no early exit on a match),
 /// so timing reveals neither which digest matched nor how much of one did.
 public struct TokenAuthenticator: Sendable {
-    struct Entry: Sendable { let digest: [UInt8]; let team: Int; let expiresAt: Int? }
+    struct Entry: Sendable { let digest: (UInt64, UInt64, UInt64, UInt64); let team: Int; let expiresAt: Int? }
     private let entries: [Entry]
 
     public enum Outcome: Equatable, Sendable { case team(Int), missing, invalid, expired }
@@ -24,7 +58,8 @@ public struct TokenAuthenticator: Sendable {
     public init(teams: [GatewayConfig.Team]) {
         var e: [Entry] = []
         for (i, t) in teams.enumerated() {
-            for tok in t.tokens { e.append(Entry(digest: Array(tok.sha256.utf8), team: i, expiresAt: tok.expiresAt)) }
+            // The loader only accepts 64-digit hex digests; anything else could never match.
+            for tok in t.tokens { if let d = digestBytes(hex: tok.sha256) { e.append(Entry(digest: d, team: i, expiresAt: tok.expiresAt)) } }
         }
         entries = e
     }
@@ -32,17 +67,18 @@ public struct TokenAuthenticator: Sendable {
     /// `authorization` is the raw header value; `now` is Unix seconds.
     public func authenticate(authorization: String?, now: Int) -> Outcome {
         guard let auth = authorization else { return .missing }
-        // Byte-level trimming and scheme check: this runs for every request.
+        // Byte-level trimming and scheme check, digest on the stack: this runs for every request.
         let trimmed = trimSpaceTab(Substring(auth))
         let u = trimmed.utf8
         guard u.count > 7, u.prefix(7).elementsEqual("bearer ".utf8, by: { $0 == $1 || ($1 != 0x20 && $0 | 0x20 == $1) }) else { return .invalid }
-        let token = String(trimSpaceTab(trimmed.dropFirst(7)))
+        let token = trimSpaceTab(trimmed.dropFirst(7))
         guard !token.isEmpty, token.utf8.count <= 512 else { return .invalid }
-        let presented = Array(sha256Hex(token).utf8)
+        var presented = sha256Digest(token)
         var found = -1
         var foundExpiry: Int? = nil
         for e in entries {
-            let same = presented.withUnsafeBytes { p in e.digest.withUnsafeBytes { q in CRYPTO_memcmp(p.baseAddress, q.baseAddress, 64) } } == 0
+            var stored = e.digest
+            let same = withUnsafeBytes(of: &presented) { p in withUnsafeBytes(of: &stored) { q in CRYPTO_memcmp(p.baseAddress, q.baseAddress, 32) } } == 0
             if same { found = e.team; foundExpiry = e.expiresAt }
         }
         guard found >= 0 else { return .invalid }

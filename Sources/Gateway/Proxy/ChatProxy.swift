@@ -25,7 +25,7 @@ final class ChatProxy: UpstreamDelegate {
 
     init(_ x: Exchange) {
         self.x = x
-        redactor = KeyRedactor(secret: Array(x.snapshot.config.upstream.apiKey.utf8))
+        redactor = KeyRedactor(secret: x.snapshot.apiKeyBytes)
         maxBuffered = x.snapshot.config.upstream.maxResponseBytes
     }
 
@@ -50,8 +50,8 @@ final class ChatProxy: UpstreamDelegate {
         let p = ChatProxy(x)
         p.streamSlot = slot
         let cfg = x.snapshot.config.upstream
-        var r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/chat/completions",
-                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, apiKey: cfg.apiKey, requestID: x.requestID),
+        var r = UpstreamRequest(method: "POST", url: x.snapshot.chatCompletionsURL,
+                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID),
                                 body: x.request.body)
         r.connectTimeoutMillis = cfg.connectTimeoutMillis
         r.timeoutMillis = cfg.requestTimeoutMillis
@@ -166,7 +166,7 @@ final class ChatProxy: UpstreamDelegate {
             return x.fail(APIError.from(error))
         }
         // Whole JSON answer (or an upstream error).
-        let key = Array(x.snapshot.config.upstream.apiKey.utf8)
+        let key = x.snapshot.apiKeyBytes
         var usage: Usage?
         if let e = Self.refusal(status: upstreamStatus, raw: buffered, key: key, usage: &usage) { return x.fail(e) }
         let body = KeyRedactor.redact(buffered, secret: key)

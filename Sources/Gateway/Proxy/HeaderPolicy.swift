@@ -11,9 +11,17 @@ enum HeaderPolicy {
                                                        "openai-version", "retry-after"]
 
     static func upstreamHeaders(from caller: HTTPHeaders, apiKey: String, requestID: String) -> [(name: String, value: String)] {
-        var out: [(name: String, value: String)] = [("authorization", "Bearer \(apiKey)")]
-        for f in caller where forwardedRequestFields.contains(f.name.lowercased()) && f.name.lowercased() != "x-request-id" {
-            out.append((f.name.lowercased(), f.value))
+        upstreamHeaders(from: caller, authorization: "Bearer \(apiKey)", requestID: requestID)
+    }
+
+    /// `authorization` is the whole value (`Bearer <key>`), built once per configuration.
+    static func upstreamHeaders(from caller: HTTPHeaders, authorization: String, requestID: String) -> [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = [("authorization", authorization)]
+        out.reserveCapacity(8)
+        for f in caller {
+            // The lower-case spelling from the allow-list itself: no lowercased copy per field.
+            guard let name = forwardedRequestNames.first(where: { asciiCaseInsensitiveEquals($0, f.name) }) else { continue }
+            out.append((name, f.value))
         }
         out.append(("x-request-id", requestID))
         // An empty Accept-Encoding would still let curl ask for nothing; we need identity bodies to redact.
@@ -21,10 +29,17 @@ enum HeaderPolicy {
         return out
     }
 
+    /// `forwardedRequestFields` but `x-request-id`, which is always Veil's (the caller's, if it
+    /// was plain, already became the exchange's id).
+    static let forwardedRequestNames: [String] = forwardedRequestFields.filter { $0 != "x-request-id" }.sorted()
+
+    static let forwardedResponseNames: [String] = forwardedResponseFields.sorted()
+
     static func callerHeaders(from upstream: [(name: String, value: String)], redact: (String) -> String) -> HTTPHeaders {
         var h = HTTPHeaders()
-        for (name, value) in upstream where forwardedResponseFields.contains(name.lowercased()) {
-            h.add(name.lowercased(), redact(value))
+        for (name, value) in upstream {
+            guard let lower = forwardedResponseNames.first(where: { asciiCaseInsensitiveEquals($0, name) }) else { continue }
+            h.add(lower, redact(value))
         }
         return h
     }

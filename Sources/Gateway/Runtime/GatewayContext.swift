@@ -14,6 +14,11 @@ public final class ConfigSnapshot: Sendable {
 
     public let policy: Policy
     public let cors: CORSPolicy
+    /// The upstream key's bytes (redactors), the chat URL and the `Authorization` value: built
+    /// once per configuration instead of once per request.
+    public let apiKeyBytes: [UInt8]
+    public let chatCompletionsURL: String
+    public let upstreamAuthorization: String
 
     public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
         self.config = config
@@ -24,6 +29,9 @@ public final class ConfigSnapshot: Sendable {
         var b = config.upstream.baseURL
         while b.hasSuffix("/") { b.removeLast() }
         upstreamBase = b
+        apiKeyBytes = Array(config.upstream.apiKey.utf8)
+        chatCompletionsURL = b + "/v1/chat/completions"
+        upstreamAuthorization = "Bearer " + config.upstream.apiKey
     }
 
     public func team(_ index: Int) -> GatewayConfig.Team { config.teams[index] }
