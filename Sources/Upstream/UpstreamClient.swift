@@ -254,14 +254,30 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         if sockets.removeValue(forKey: fd) != nil { loop.forgetClosing(fd) }
     }
 
+    /// When libcurl wants `socket_action(TIMEOUT)` (nil: never). It moves several times per
+    /// transfer (set, cancelled, set again); the loop timer is only replaced when the new time is
+    /// earlier than the one pending. A timer that fires early for a deadline that moved later
+    /// re-arms itself, so each move costs no allocation.
+    private var curlDeadline: UInt64?
+
     private func curlWantsTimer(_ ms: Int) {
+        guard ms >= 0 else { curlDeadline = nil; return }
+        let due = EventLoop.monotonicMillis() + UInt64(ms)
+        curlDeadline = due
+        if let t = timer, t.isPending, t.deadline <= due { return }
         timer?.cancel()
-        timer = nil
-        guard ms >= 0 else { return }
+        armCurlTimer(at: due)
+    }
+
+    private func armCurlTimer(at due: UInt64) {
+        let now = EventLoop.monotonicMillis()
         // Even for 0: never call socket_action from inside this callback; the loop runs it next.
-        timer = loop.schedule(afterMillis: ms) { [weak self] in
+        timer = loop.schedule(afterMillis: due > now ? Int(due - now) : 0) { [weak self] in
             guard let self else { return }
             self.timer = nil
+            guard let due = self.curlDeadline else { return }
+            if due > EventLoop.monotonicMillis() { self.armCurlTimer(at: due); return }
+            self.curlDeadline = nil
             self.socketAction(veil_curl_socket_timeout(), 0)
         }
     }
