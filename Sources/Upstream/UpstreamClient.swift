@@ -146,6 +146,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         _ = veil_multi_setopt_long(m, CURLMOPT_MAX_HOST_CONNECTIONS, max(0, settings.maxHostConnections))
         _ = veil_multi_setopt_long(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max(0, settings.maxTotalConnections))
         _ = veil_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(1, settings.maxCachedConnections))
+        cachedLimit = max(1, settings.maxCachedConnections)
     }
 
     deinit {
@@ -193,6 +194,23 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         }
         t.added = true
         t.armStallTimer()
+        updateConnectionLimit()
+    }
+
+    /// libcurl's MAXCONNECTS counts busy connections too, and once it is exceeded every transfer
+    /// that ends makes libcurl walk all of them (busy ones included) for the oldest idle one to
+    /// close: O(n²) at thousands of streams. The limit is kept at "running transfers + the idle
+    /// connections we keep", so that walk only happens when there really are too many idle ones;
+    /// over plain HTTP transfers beyond the idle cap do not keep their connection at all (see
+    /// `configure`), like nginx's `keepalive N`.
+    private var cachedLimit = 0
+    private func updateConnectionLimit() {
+        guard let m = multi else { return }
+        let want = transfers.count + max(1, settings.maxCachedConnections)
+        if want != cachedLimit {
+            cachedLimit = want
+            _ = veil_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, want)
+        }
     }
 
     // MARK: removing
@@ -210,6 +228,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         }
         t.releaseCurl()
         transfers[easy] = nil
+        updateConnectionLimit()
     }
 
     // MARK: libcurl → loop
@@ -462,6 +481,12 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
             // find: skip the search and connect at once. Over https (h2 multiplexes) it stays.
             if parts.scheme == "http" && client.idleConnectionEstimate <= 0 {
                 _ = long(CURLOPT_FRESH_CONNECT, 1)
+            }
+            // Idle connections kept: at most `maxCachedConnections`. A transfer starting while that
+            // many already run will find its connection surplus when it ends: close it then
+            // instead of caching it (HTTP/1.1 only; an h2 connection is shared).
+            if parts.scheme == "http" && client.activeTransfers >= max(1, s.maxCachedConnections) {
+                _ = long(CURLOPT_FORBID_REUSE, 1)
             }
         }
         _ = long(CURLOPT_TCP_NODELAY, 1)

@@ -535,6 +535,38 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(server.accepts.load(ordering: .relaxed) == 3)
     }
 
+    /// Idle upstream connections are capped at `maxCachedConnections` without libcurl's own cap
+    /// (which walks every connection, busy ones included, each time a transfer ends): transfers
+    /// beyond the cap close their connection when done; the ones kept are reused.
+    @Test func idleConnectionsAreCappedAndReused() {
+        let server = TestServer { conn, req in usleep(100_000); ok(conn, req.path); return true }
+        var settings = UpstreamClientSettings()
+        settings.maxCachedConnections = 4
+        let h = LoopHarness(settings: settings)
+        defer { h.shutdown(); server.stop() }
+        let recs = (0..<12).map { _ in Recorder() }
+        h.onLoop {
+            for (i, r) in recs.enumerated() {
+                r.transfer = h.client.start(UpstreamRequest(method: "GET", url: server.url + "/b\(i)"), delegate: r)
+            }
+            return ()
+        }
+        for (i, r) in recs.enumerated() {
+            #expect(r.waitFinished())
+            #expect(r.bodyText == "/b\(i)")
+        }
+        #expect(server.accepts.load(ordering: .relaxed) == 12)
+        #expect(h.onLoop { h.client.idleConnectionEstimate } == 4, "idle connections kept")
+        for i in 0..<6 {
+            let r = Recorder()
+            h.start(UpstreamRequest(method: "GET", url: server.url + "/again\(i)"), r)
+            #expect(r.waitFinished())
+            #expect(r.bodyText == "/again\(i)")
+        }
+        #expect(server.accepts.load(ordering: .relaxed) == 12, "sequential requests reuse a kept connection")
+        #expect(h.onLoop { h.client.idleConnectionEstimate } == 4)
+    }
+
     @Test func manyConcurrentTransfers() {
         let server = TestServer { conn, req in usleep(20_000); ok(conn, req.path); return true }
         let h = LoopHarness()
