@@ -367,14 +367,17 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
 /// One upstream socket registered with the loop on libcurl's behalf.
 final class CurlSocketWatcher: IOHandler {
     let fd: Int32
-    weak var client: UpstreamClient?
+    /// Not weak: a weak reference gives the client a side table, and then every retain of it takes
+    /// the slow path, once per upstream read. Safe because the client unregisters every watcher
+    /// (parked ones included) in its deinit, on the loop thread, so none is ever called after it.
+    unowned(unsafe) let client: UpstreamClient
     /// What libcurl last asked for.
     var events: IOEvents = []
     /// libcurl no longer watches it, but it stays registered (see `curlWantsSocket`).
     var parked = false
     init(fd: Int32, client: UpstreamClient) { self.fd = fd; self.client = client }
     func ioReady(_ events: IOEvents) {
-        if parked { client?.parkedSocketWoke(fd) } else { client?.socketReady(fd, events) }
+        if parked { client.parkedSocketWoke(fd) } else { client.socketReady(fd, events) }
     }
 }
 
@@ -382,6 +385,8 @@ final class CurlSocketWatcher: IOHandler {
 /// Loop-thread only (`@unchecked Sendable` for the same reason as the client).
 final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     weak var client: UpstreamClient?
+    /// The client's loop (it outlives every transfer): read per chunk without a weak load.
+    let loop: EventLoop
     private var delegate: UpstreamDelegate?
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
@@ -421,6 +426,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
     init(client: UpstreamClient, request: UpstreamRequest, delegate: UpstreamDelegate) {
         self.client = client
+        self.loop = client.loop
         self.delegate = delegate
         maxBytes = request.maxResponseBytes
         stallMillis = max(0, request.stallTimeoutMillis)
@@ -663,7 +669,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     // MARK: stall detection
 
     private func touch() {
-        if stallMillis > 0, let loop = client?.loop { lastActivity = loop.now }
+        if stallMillis > 0 { lastActivity = loop.now }
     }
 
     fileprivate func uploadProgress(_ ulnow: curl_off_t) {
@@ -672,7 +678,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
     /// Starts the stall clock (when the transfer enters the multi).
     func armStallTimer() {
-        guard stallMillis > 0, let loop = client?.loop else { return }
+        guard stallMillis > 0, client != nil else { return }
         lastActivity = EventLoop.monotonicMillis()
         scheduleStallCheck(after: stallMillis, loop)
     }
@@ -683,7 +689,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
 
     private func stallCheck() {
         stallTimer = nil
-        guard !isFinished, let loop = client?.loop else { return }
+        guard !isFinished, client != nil else { return }
         let now = EventLoop.monotonicMillis()
         if wantPaused || curlPaused { lastActivity = now }   // our own back-pressure is no stall
         let due = lastActivity + UInt64(stallMillis)
