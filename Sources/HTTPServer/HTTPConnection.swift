@@ -151,6 +151,15 @@ final class HTTPConnection: IOHandler, DeferredFlush {
         }
     }
 
+    /// A long response (a stream) started: the read buffer's capacity is not kept for the next
+    /// request while it runs (memory per open stream); it is allocated again when needed.
+    func releaseReadBufferIfEmpty() {
+        if readStart == readBuf.count && readBuf.capacity > 0 {
+            readBuf = []
+            readStart = 0
+        }
+    }
+
     private func dispatch() {
         guard let h = head else { return }
         state = .responding

@@ -12,6 +12,16 @@ import Testing
 @Suite struct KeepAliveSyscallTests {
     final class Answer: HTTPHandler, @unchecked Sendable {
         func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
+            if request.path == "/stream" {
+                // An open-ended (chunked) body: the connection drops its read buffer meanwhile.
+                response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/event-stream"]))
+                response.write(Array("data: 1\n\n".utf8))
+                request.loop.schedule(afterMillis: 20) {
+                    response.write(Array("data: 2\n\n".utf8))
+                    response.end()
+                }
+                return
+            }
             response.respond(status: 200, headers: ["content-type": "text/plain"], body: Array("ok".utf8))
         }
     }
@@ -48,5 +58,33 @@ import Testing
         let before = ctlCalls()
         for _ in 0..<20 { try roundTrip() }
         #expect(ctlCalls() - before == 0, "epoll_ctl calls for 20 kept-alive requests")
+    }
+
+    /// A stream releases the connection's read buffer while it runs; the connection then reads
+    /// and answers the next request (and one pipelined behind the stream) as before.
+    @Test func requestsAfterAStreamOnTheSameConnection() throws {
+        let loop = EventLoop(id: 33)
+        let handler = Answer()
+        var config = ServerConfig()
+        config.host = "127.0.0.1"
+        config.port = 0
+        let server = try HTTPServer(config: config, handler: handler, loops: [loop])
+        startThread(name: "stream-then-request") { loop.run(); withExtendedLifetime((server, handler)) {} }
+        server.start()
+        defer { loop.stop() }
+        let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
+        defer { close(fd) }
+        var reader = RawHTTPClient.Reader(fd: fd)
+        // The stream, with a second request pipelined behind it, then a third after both.
+        let two = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = two.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let stream = try reader.readResponse(isHead: false)
+        #expect(stream.status == 200)
+        #expect(String(decoding: stream.body, as: UTF8.self) == "data: 1\n\ndata: 2\n\n")
+        let pipelined = try reader.readResponse(isHead: false)
+        #expect(String(decoding: pipelined.body, as: UTF8.self) == "ok")
+        let third = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = third.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        #expect(String(decoding: try reader.readResponse(isHead: false).body, as: UTF8.self) == "data: 1\n\ndata: 2\n\n")
     }
 }

@@ -83,6 +83,7 @@ final class ChatProxy: UpstreamDelegate {
         h.replace("x-accel-buffering", "no")
         x.sendHead(200, headers: h)
         headSent = true
+        upstreamHeaders = []          // sent; not held for the stream's lifetime
         x.context.ops?.metrics.streamOpened()
     }
 
