@@ -24,15 +24,10 @@ import Testing
     }
 
     @Test func aResponderOutlivingItsConnectionIsHarmless() throws {
-        let loop = EventLoop(id: 31)
         let holder = Holder()
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        let server = try HTTPServer(config: config, handler: holder, loops: [loop])
-        startThread(name: "responder-lifetime") { loop.run(); withExtendedLifetime((server, holder)) {} }
-        server.start()
-        defer { loop.stop() }
+        let ls = try LoopServer(holder, loopID: 31, name: "responder-lifetime")
+        defer { ls.stop() }
+        let loop = ls.loop, server = ls.server
 
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         let req = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8)

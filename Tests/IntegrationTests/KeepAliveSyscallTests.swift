@@ -27,15 +27,9 @@ import Testing
     }
 
     @Test func keptAliveRequestsCostNoEpollCtl() throws {
-        let loop = EventLoop(id: 32)
-        let handler = Answer()
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        let server = try HTTPServer(config: config, handler: handler, loops: [loop])
-        startThread(name: "keepalive-syscalls") { loop.run(); withExtendedLifetime((server, handler)) {} }
-        server.start()
-        defer { loop.stop() }
+        let ls = try LoopServer(Answer(), loopID: 32, name: "keepalive-syscalls")
+        defer { ls.stop() }
+        let loop = ls.loop, server = ls.server
         func ctlCalls() -> Int {
             let sem = DispatchSemaphore(value: 0)
             nonisolated(unsafe) var n = 0
@@ -63,15 +57,9 @@ import Testing
     /// A stream releases the connection's read buffer while it runs; the connection then reads
     /// and answers the next request (and one pipelined behind the stream) as before.
     @Test func requestsAfterAStreamOnTheSameConnection() throws {
-        let loop = EventLoop(id: 33)
-        let handler = Answer()
-        var config = ServerConfig()
-        config.host = "127.0.0.1"
-        config.port = 0
-        let server = try HTTPServer(config: config, handler: handler, loops: [loop])
-        startThread(name: "stream-then-request") { loop.run(); withExtendedLifetime((server, handler)) {} }
-        server.start()
-        defer { loop.stop() }
+        let ls = try LoopServer(Answer(), loopID: 33, name: "stream-then-request")
+        defer { ls.stop() }
+        let loop = ls.loop, server = ls.server
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         defer { close(fd) }
         var reader = RawHTTPClient.Reader(fd: fd)

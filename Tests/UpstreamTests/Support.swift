@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import Reactor
 import Synchronization
+import Testing
 import Upstream
 
 // Test plumbing: a blocking POSIX HTTP/1.1 server on background threads, an event loop on its own
@@ -184,6 +185,24 @@ final class LoopHarness: @unchecked Sendable {
     /// Starts a transfer on the loop; the recorder keeps the transfer.
     func start(_ req: UpstreamRequest, _ rec: Recorder) {
         onLoop { rec.transfer = self.client.start(req, delegate: rec) }
+    }
+
+    /// Starts `count` GETs of `prefix0`, `prefix1`, … at once on the loop (a server that echoes
+    /// the path) and checks that each finished cleanly with its own path as the body.
+    func getConcurrently(_ count: Int, _ prefix: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let recs = (0..<count).map { _ in Recorder() }
+        onLoop {
+            for (i, r) in recs.enumerated() {
+                r.transfer = self.client.start(UpstreamRequest(method: "GET", url: prefix + "\(i)"), delegate: r)
+            }
+            return ()
+        }
+        let path = prefix.drop { $0 != "/" }.dropFirst(2).drop { $0 != "/" }
+        for (i, r) in recs.enumerated() {
+            #expect(r.waitFinished(), sourceLocation: sourceLocation)
+            #expect(r.finishes.first! == nil, sourceLocation: sourceLocation)
+            #expect(r.bodyText == "\(path)\(i)", sourceLocation: sourceLocation)
+        }
     }
 
     func shutdown() {

@@ -544,17 +544,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         settings.maxCachedConnections = 4
         let h = LoopHarness(settings: settings)
         defer { h.shutdown(); server.stop() }
-        let recs = (0..<12).map { _ in Recorder() }
-        h.onLoop {
-            for (i, r) in recs.enumerated() {
-                r.transfer = h.client.start(UpstreamRequest(method: "GET", url: server.url + "/b\(i)"), delegate: r)
-            }
-            return ()
-        }
-        for (i, r) in recs.enumerated() {
-            #expect(r.waitFinished())
-            #expect(r.bodyText == "/b\(i)")
-        }
+        h.getConcurrently(12, server.url + "/b")
         #expect(server.accepts.load(ordering: .relaxed) == 12)
         #expect(h.onLoop { h.client.idleConnectionEstimate } == 4, "idle connections kept")
         for i in 0..<6 {
@@ -571,18 +561,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         let server = TestServer { conn, req in usleep(20_000); ok(conn, req.path); return true }
         let h = LoopHarness()
         defer { h.shutdown(); server.stop() }
-        let recs = (0..<30).map { _ in Recorder() }
-        h.onLoop {
-            for (i, r) in recs.enumerated() {
-                r.transfer = h.client.start(UpstreamRequest(method: "GET", url: server.url + "/r\(i)"), delegate: r)
-            }
-            return ()
-        }
-        for (i, r) in recs.enumerated() {
-            #expect(r.waitFinished())
-            #expect(r.finishes.first! == nil)
-            #expect(r.bodyText == "/r\(i)")
-        }
+        h.getConcurrently(30, server.url + "/r")
         #expect(h.onLoop { h.client.activeTransfers } == 0)
     }
 }
