@@ -468,6 +468,8 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
 
     public func recordUsage(_ u: UsageRecord) throws {
         if core.batchUsage && flusher != nil {
+            // Buffered records after close() would never be written: refuse them, as a write would be.
+            guard !core.stopping.load(ordering: .acquiring) else { throw StoreError.sql("store is closed") }
             core.buffer(u)
         } else {
             var one = [u]

@@ -334,6 +334,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
         store.close()
         store.close()  // idempotent
         #expect(throws: StoreError.sql("store is closed")) { try store.video(id: v.id, team: "team-a") }
+        // Buffered usage too: a record taken after close() would never be written.
+        #expect(throws: StoreError.sql("store is closed")) { try store.recordUsage(usage("team-a", "GET /v1/models")) }
     }
     let store = try SQLiteStore(path: path)
     defer { store.close() }
