@@ -18,7 +18,10 @@ public struct KeyRedactor: Sendable {
     /// Bytes held back from earlier chunks: always a proper prefix of `secret` (or empty).
     public private(set) var held: [UInt8] = []
 
-    public init(secret: [UInt8], replacement: [UInt8] = Array("[redacted]".utf8)) {
+    /// Shared by every redactor (one per open stream): no allocation per stream.
+    public static let defaultReplacement: [UInt8] = Array("[redacted]".utf8)
+
+    public init(secret: [UInt8], replacement: [UInt8] = KeyRedactor.defaultReplacement) {
         self.secret = secret
         self.replacement = replacement
     }

@@ -58,6 +58,25 @@ import Testing
         #expect(r.text.hasSuffix("data: [DONE]\n\n"))
     }
 
+    /// A stream lets go of its request's body and headers once it is under way; the access log
+    /// and the usage record still carry the body's size and the route.
+    @Test func streamsKeepBytesInAfterLettingTheRequestGo() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.sseChunkDelayMillis = 5 })
+        defer { h.stop() }
+        let body = #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"count the bytes"}]}"#
+        let r = try RawHTTPClient.request(port: h.port, method: "POST", path: "/v1/chat/completions",
+                                          headers: h.auth() + [("Content-Type", "application/json")], body: Array(body.utf8), timeoutMillis: 10_000)
+        #expect(r.status == 200)
+        #expect(r.text.hasSuffix("data: [DONE]\n\n"))
+        var line: String?
+        for _ in 0..<100 where line == nil {
+            line = h.accessLog.first { $0.contains("/v1/chat/completions") }
+            if line == nil { usleep(10_000) }
+        }
+        #expect(line?.contains("\"bytes_in\":\(body.utf8.count)") == true, "\(line ?? "no access line")")
+        #expect(line?.contains("\"method\":\"POST\"") == true)
+    }
+
     @Test func wrongOrMissingTokenIs401() throws {
         let h = try VeilHarness()
         defer { h.stop() }

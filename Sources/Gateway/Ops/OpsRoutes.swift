@@ -36,7 +36,7 @@ public final class LoopOps {
         let u = x.usage
         let record = UsageRecord(time: Int(time(nil)), team: team.name, endpoint: "\(method) \(route)", model: x.model,
                                  status: x.status, upstreamLatencyMillis: x.upstreamLatencyMillis,
-                                 bytesIn: x.request.body.count, bytesOut: x.bytesOut,
+                                 bytesIn: x.bytesIn, bytesOut: x.bytesOut,
                                  promptTokens: u?.prompt, completionTokens: u?.completion, totalTokens: u?.total,
                                  requestID: x.requestID)
         do { try store.recordUsage(record) } catch {

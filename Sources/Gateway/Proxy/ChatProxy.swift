@@ -84,6 +84,7 @@ final class ChatProxy: UpstreamDelegate {
         x.sendHead(200, headers: h)
         headSent = true
         upstreamHeaders = []          // sent; not held for the stream's lifetime
+        x.releaseRequestPayload()     // libcurl holds its own copy of the body until the end
         x.context.ops?.metrics.streamOpened()
     }
 

@@ -8,7 +8,9 @@ import Glibc
 /// Answers go through it so every response carries the request id, and the access log gets one
 /// line per request.
 public final class Exchange {
-    public let request: HTTPRequest
+    public private(set) var request: HTTPRequest
+    /// The request body's size, kept when the body itself is let go (`releaseRequestPayload`).
+    public let bytesIn: Int
     public let response: HTTPResponder
     public let context: LoopContext
     public let snapshot: ConfigSnapshot
@@ -31,6 +33,7 @@ public final class Exchange {
 
     init(request: HTTPRequest, response: HTTPResponder, context: LoopContext, snapshot: ConfigSnapshot, log: GatewayLog) {
         self.request = request
+        self.bytesIn = request.body.count
         self.response = response
         self.context = context
         self.snapshot = snapshot
@@ -66,6 +69,14 @@ public final class Exchange {
     }
 
     public var path: Substring { request.path }
+
+    /// Lets go of the request's body and header fields once nothing will read them again (a
+    /// stream under way: its prompt can be many KiB, held for minutes otherwise). Method, target
+    /// and `bytesIn` stay for the access log and the usage record.
+    public func releaseRequestPayload() {
+        request.body = []
+        request.head.headers = HTTPHeaders()
+    }
 
     /// Milliseconds from `start` to `now`, never negative. The loop's cached `now` (read once per
     /// iteration) can be older than `startedAt` (read fresh when the exchange began): an upstream

@@ -55,7 +55,7 @@ public final class GatewayLog: Sendable {
         w.int("duration_ms", durationMillis)
         if let m = x.model { w.string("model", String(m.prefix(128))) }
         if let u = x.upstreamLatencyMillis { w.int("upstream_ms", u) }
-        w.int("bytes_in", x.request.body.count)
+        w.int("bytes_in", x.bytesIn)
         w.int("bytes_out", x.bytesOut)
         if let u = x.usage {
             w.int("prompt_tokens", u.prompt)
