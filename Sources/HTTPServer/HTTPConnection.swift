@@ -160,9 +160,6 @@ final class HTTPConnection: IOHandler, DeferredFlush {
         }
     }
 
-    /// The current response has an open-ended (chunked) body: likely a long stream.
-    var openEndedResponse = false
-
     private func dispatch() {
         guard let h = head else { return }
         state = .responding
@@ -243,9 +240,7 @@ final class HTTPConnection: IOHandler, DeferredFlush {
         }
         if writeStart == writeBuf.count {
             writeStart = 0
-            // A stream writes a few hundred bytes at a time with long gaps: its buffer is not
-            // kept between events (one small allocation per event, against memory per stream).
-            if writeBuf.capacity > 64 * 1024 || openEndedResponse { writeBuf = [] } else { writeBuf.removeAll(keepingCapacity: true) }
+            if writeBuf.capacity > 64 * 1024 { writeBuf = [] } else { writeBuf.removeAll(keepingCapacity: true) }
             if state == .closing { close(); return }
         } else if writeStart > 64 * 1024 {
             writeBuf.removeSubrange(0..<writeStart)
@@ -259,7 +254,6 @@ final class HTTPConnection: IOHandler, DeferredFlush {
 
     func responseEnded() {
         responder = nil
-        openEndedResponse = false
         if closeAfterResponse || server.isDraining {
             state = .closing
             if pendingWriteBytes == 0 { close() } else { arm(.drain, 30_000); updateInterest() }

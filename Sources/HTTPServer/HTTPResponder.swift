@@ -63,7 +63,6 @@ public final class HTTPResponder {
             if versionMinor >= 1 { chunked = true; h.headers.add("transfer-encoding", "chunked") }
             else { connection.closeAfterResponse = true }
             connection.releaseReadBufferIfEmpty()     // an open-ended body: likely a long stream
-            connection.openEndedResponse = true
         }
         if !requestKeepAlive || connection.server.isDraining { connection.closeAfterResponse = true }
         if connection.closeAfterResponse { h.headers.add("connection", "close") }
