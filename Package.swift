@@ -30,7 +30,7 @@ let package = Package(
         // HTTP/1.1 connections on the reactor: parser in, responses out, back-pressure.
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
-        .target(name: "Upstream", dependencies: ["Reactor", "CCurl"]),
+        .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
         // Embedded store (SQLite, WAL) behind small protocols.
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).

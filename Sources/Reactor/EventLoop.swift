@@ -83,10 +83,9 @@ public final class EventLoop: @unchecked Sendable {
 
     // MARK: file descriptors
 
-    /// The events each fd is registered for (`notRegistered` when it is not): a `watch` that
+    /// The events each fd is registered for (meaningful while it has a handler): a `watch` that
     /// changes nothing makes no syscall.
-    private var registered: [UInt64] = []
-    private static let notRegistered = UInt64.max
+    private var interests: [UInt32] = []
     /// `epoll_ctl` calls made (for tests and benchmarks: the syscalls saved are the point).
     public private(set) var epollCtlCalls = 0
 
@@ -97,14 +96,13 @@ public final class EventLoop: @unchecked Sendable {
         if idx >= handlers.count {
             let grow = max(idx + 1 - handlers.count, 64)
             handlers.append(contentsOf: repeatElement(nil, count: grow))
-            registered.append(contentsOf: repeatElement(Self.notRegistered, count: grow))
+            interests.append(contentsOf: repeatElement(0, count: grow))
         }
-        let mask = UInt64(events.rawValue)
-        if registered[idx] == mask, handlers[idx] === handler { return }
+        if handlers[idx] === handler && interests[idx] == events.rawValue { return }
+        let op = handlers[idx] == nil ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
         handlers[idx] = handler
+        interests[idx] = events.rawValue
         var ev = epoll_event(events: events.rawValue, data: epoll_data_t(fd: fd))
-        let op = registered[idx] == Self.notRegistered ? EPOLL_CTL_ADD : EPOLL_CTL_MOD
-        registered[idx] = mask
         epollCtlCalls += 1
         if epoll_ctl(epfd, op, fd, &ev) != 0 {
             // Out of step with the kernel (an fd closed and reused behind our back): say it again.
@@ -117,10 +115,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Forgets `fd`. Call before closing it.
     public func unwatch(_ fd: Int32) {
-        let idx = Int(fd)
-        guard idx < handlers.count, registered[idx] != Self.notRegistered else { return }
-        handlers[idx] = nil
-        registered[idx] = Self.notRegistered
+        guard isWatching(fd) else { return }
+        handlers[Int(fd)] = nil
         var ev = epoll_event()
         epollCtlCalls += 1
         _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &ev)
@@ -129,16 +125,13 @@ public final class EventLoop: @unchecked Sendable {
     /// Forgets `fd` without a syscall, for an fd about to be closed (closing the last descriptor
     /// of a socket takes it out of epoll by itself).
     public func forgetClosing(_ fd: Int32) {
-        let idx = Int(fd)
-        guard idx < handlers.count else { return }
-        handlers[idx] = nil
-        registered[idx] = Self.notRegistered
+        if isWatching(fd) { handlers[Int(fd)] = nil }
     }
 
-    /// Whether `fd` is registered (tests).
+    /// Whether `fd` is registered.
     public func isWatching(_ fd: Int32) -> Bool {
         let idx = Int(fd)
-        return idx < registered.count && registered[idx] != Self.notRegistered
+        return idx >= 0 && idx < handlers.count && handlers[idx] != nil
     }
 
     // MARK: timers

@@ -1,3 +1,4 @@
+import HTTPWire
 import Glibc
 
 /// Classification of the addresses an upstream transfer may connect to when
@@ -67,7 +68,7 @@ public enum AddressPolicy {
         case host(String)
 
         init(_ text: String) {
-            let t = text.trimmingSpaces
+            let t = text.trimmingASCIISpaces()
             if let slash = t.firstIndex(of: "/"), let ip = AddressPolicy.parseIP(String(t[..<slash])),
                let bits = Int(t[t.index(after: slash)...]), bits >= 0, bits <= ip.count * 8 {
                 self = AllowEntry.normalized(ip, bits)
@@ -142,14 +143,5 @@ public enum AddressPolicy {
         return bytes.withUnsafeMutableBytes { p in
             inet_ntop(family, p.baseAddress, &buf, socklen_t(buf.count)) == nil ? "?" : String(cString: buf)
         }
-    }
-}
-
-extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return String(s)
     }
 }

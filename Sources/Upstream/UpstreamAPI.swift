@@ -1,3 +1,4 @@
+import HTTPWire
 import Reactor
 
 // The contract between the gateway and the libcurl-driven client. The implementation is
@@ -45,23 +46,7 @@ public struct UpstreamResponseHead: Sendable {
         self.status = status; self.headers = headers; self.httpVersion = httpVersion
     }
     public func header(_ name: String) -> String? {
-        headers.first { asciiEqualsIgnoringCase($0.name, name) }?.value
-    }
-}
-
-/// ASCII case-insensitive comparison without building lowercased copies.
-@inline(__always)
-func asciiEqualsIgnoringCase(_ a: String, _ b: String) -> Bool {
-    var ia = a.utf8.makeIterator(), ib = b.utf8.makeIterator()
-    while true {
-        switch (ia.next(), ib.next()) {
-        case (nil, nil): return true
-        case let (x?, y?):
-            if x == y { continue }
-            let lx = x | 0x20
-            guard lx == y | 0x20, lx >= 97, lx <= 122 else { return false }
-        default: return false
-        }
+        headers.first { asciiCaseInsensitiveEquals($0.name, name) }?.value
     }
 }
 

@@ -1,5 +1,6 @@
 import CCurl
 import Glibc
+import HTTPWire
 import Reactor
 
 /// Knobs of one `UpstreamClient` (one libcurl multi handle).
@@ -57,7 +58,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     /// than a small proxied request itself. Bounded; loop-thread only like everything here.
     /// Kept apart by receive-buffer size: libcurl allocates a handle's buffer once, at the
     /// size set for its first transfer, so a handle only ever serves transfers of that size.
-    private var idleEasy: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var idleEasy: [(bufferSize: Int, handles: [UnsafeMutableRawPointer])] = []
     private var idleEasyCount = 0
     private let maxIdleEasy = 64
 
@@ -106,7 +107,12 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     }
 
     fileprivate func takeEasy(bufferSize: Int) -> UnsafeMutableRawPointer? {
-        if let h = idleEasy[bufferSize]?.popLast() { idleEasyCount -= 1; return h }
+        // A linear scan of a handful of sizes, mutated in place (the dictionary this was copied
+        // the pool's array on each take).
+        if let i = idleEasy.firstIndex(where: { $0.bufferSize == bufferSize }), let h = idleEasy[i].handles.popLast() {
+            idleEasyCount -= 1
+            return h
+        }
         return curl_easy_init()
     }
 
@@ -115,7 +121,11 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     fileprivate func recycleEasy(_ h: UnsafeMutableRawPointer, bufferSize: Int) {
         if idleEasyCount < maxIdleEasy && multi != nil {
             curl_easy_reset(h)
-            idleEasy[bufferSize, default: []].append(h)
+            if let i = idleEasy.firstIndex(where: { $0.bufferSize == bufferSize }) {
+                idleEasy[i].handles.append(h)
+            } else {
+                idleEasy.append((bufferSize, [h]))
+            }
             idleEasyCount += 1
         } else {
             curl_easy_cleanup(h)
@@ -163,7 +173,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         transfers.removeAll()
         for fd in sockets.keys { loop.unwatch(fd) }
         sockets.removeAll()
-        for hs in idleEasy.values { for h in hs { curl_easy_cleanup(h) } }
+        for pool in idleEasy { for h in pool.handles { curl_easy_cleanup(h) } }
         idleEasy.removeAll()
         curl_multi_cleanup(m)
     }
@@ -442,7 +452,7 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     /// Creates and configures the easy handle; an error when the request can't be sent at all.
     func configure(_ r: UpstreamRequest, _ s: UpstreamClientSettings) -> UpstreamError? {
         guard let parts = urlParts else { return .refused("malformed URL") }   // parsed once, in init
-        guard r.allowedSchemes.contains(where: { asciiEqualsIgnoringCase($0, parts.scheme) }) else {
+        guard r.allowedSchemes.contains(where: { asciiCaseInsensitiveEquals($0, parts.scheme) }) else {
             return .refused("scheme \(parts.scheme) not allowed")
         }
         guard let h = client?.takeEasy(bufferSize: bufferSize) ?? curl_easy_init() else { return .connect("curl_easy_init failed") }
@@ -563,9 +573,9 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         line.reserveCapacity(256)
         for (name, value) in r.headers {
             guard CurlTransfer.headerLine(name, value, into: &line) else { continue }
-            if asciiEqualsIgnoringCase(name, "accept") { givenAccept = true }
-            else if asciiEqualsIgnoringCase(name, "expect") { givenExpect = true }
-            else if asciiEqualsIgnoringCase(name, "content-type") { givenContentType = true }
+            if asciiCaseInsensitiveEquals(name, "accept") { givenAccept = true }
+            else if asciiCaseInsensitiveEquals(name, "expect") { givenExpect = true }
+            else if asciiCaseInsensitiveEquals(name, "content-type") { givenContentType = true }
             list = line.withUnsafeBufferPointer { curl_slist_append(list, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
         }
         if !givenAccept { list = curl_slist_append(list, "Accept:") }     // libcurl would send "*/*"

@@ -683,3 +683,38 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(CurlTransfer.origin(of: "no-scheme") == nil)
     }
 }
+
+/// The loop's registration bookkeeping against the kernel's.
+@Suite struct EventLoopRegistrationTests {
+    final class Flag: IOHandler, @unchecked Sendable {
+        let fired = Atomic<Int>(0)
+        func ioReady(_ events: IOEvents) { fired.add(1, ordering: .relaxed) }
+    }
+
+    /// An fd closed without `unwatch` leaves the kernel's epoll set but not the loop's table; when
+    /// the number is reused, `watch` finds MOD refused (ENOENT) and must ADD, or the new socket
+    /// would never be heard. (Parked upstream sockets rely on this if libcurl closes one itself.)
+    @Test func anFdReusedBehindTheLoopsBackIsRegisteredAgain() {
+        let h = LoopHarness()
+        defer { h.shutdown() }
+        var first: [Int32] = [0, 0], second: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &first) == 0)
+        let old = first[0]
+        let a = Flag(), b = Flag()
+        h.onLoop { h.loop.watch(old, [.readable], a) }
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &second) == 0)
+        close(old)                                   // behind the loop's back: no unwatch
+        close(first[1])
+        #expect(dup2(second[0], old) == old)         // a new socket under the old number
+        close(second[0])
+        defer { close(old); close(second[1]) }
+        h.onLoop { h.loop.watch(old, [.readable], b) }
+        var one: UInt8 = 1
+        #expect(send(second[1], &one, 1, Int32(MSG_NOSIGNAL)) == 1)
+        var waited = 0
+        while b.fired.load(ordering: .relaxed) == 0 && waited < 200 { usleep(5_000); waited += 1 }
+        #expect(b.fired.load(ordering: .relaxed) > 0, "the reused fd was never registered with the kernel")
+        #expect(a.fired.load(ordering: .relaxed) == 0)
+        h.onLoop { h.loop.unwatch(old) }
+    }
+}
