@@ -33,11 +33,12 @@ public enum ChatRequestInfo {
     }
 }
 
-/// The top-level `usage` of a JSON document (a non-streaming completion), or nil.
-public func extractUsage(fromJSON bytes: [UInt8]) -> Usage? {
-    guard let m = try? JSONParser.topLevelMembers(bytes, wanted: ["usage"]), let u = m["usage"] else { return nil }
-    return Usage(u)
+/// The top-level `usage` of a whole chat answer (nil when it has none), read in the pass that
+/// validates it. Throws unless the document is a JSON object.
+public func extractUsage(fromJSON bytes: [UInt8]) throws(TranslationError) -> Usage? {
+    try JSONParser.topLevelMembers(bytes, wanted: usageMember)["usage"].flatMap(Usage.init)
 }
+private let usageMember: Set<String> = ["usage"]
 
 /// Watches an SSE stream for token usage while the bytes go by.
 ///

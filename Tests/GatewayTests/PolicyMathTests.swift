@@ -159,3 +159,18 @@ import Store
         #expect(RouteTemplate.method("BREW") == "OTHER")
     }
 }
+
+/// Request ids Veil makes: `req_` and 24 lower-case hex digits, unique; a caller's plain id is kept.
+@Test func generatedRequestIDs() {
+    var seen = Set<String>()
+    for _ in 0..<1_000 {
+        let id = Exchange.requestID(from: nil)
+        #expect(id.utf8.count == 28)
+        #expect(id.hasPrefix("req_"))
+        #expect(id.utf8.dropFirst(4).allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
+        seen.insert(id)
+    }
+    #expect(seen.count == 1_000)
+    #expect(Exchange.requestID(from: "abc-123_x.y:z") == "abc-123_x.y:z")
+    #expect(Exchange.requestID(from: "bad id").hasPrefix("req_"))
+}

@@ -19,13 +19,14 @@ import Testing
     }
 
     @Test func usageFromJSON() {
-        #expect(extractUsage(fromJSON: Array(#"{"id":"x","usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#.utf8))
+        #expect((try? extractUsage(fromJSON: Array(#"{"id":"x","usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#.utf8)))
             == Usage(promptTokens: 9, completionTokens: 12, totalTokens: 21))
-        #expect(extractUsage(fromJSON: Array(#"{"usage":{"prompt_tokens":9,"completion_tokens":1}}"#.utf8))?.totalTokens == 10)
-        #expect(extractUsage(fromJSON: Array(#"{"usage":null}"#.utf8)) == nil)
-        #expect(extractUsage(fromJSON: Array(#"{"usage":{}}"#.utf8)) == nil)
-        #expect(extractUsage(fromJSON: Array("nope".utf8)) == nil)
-        #expect(extractUsage(fromJSON: Array(#"{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":5}}"#.utf8))?.totalTokens == Int.max)
+        #expect((try? extractUsage(fromJSON: Array(#"{"usage":{"prompt_tokens":9,"completion_tokens":1}}"#.utf8)))?.totalTokens == 10)
+        #expect((try? extractUsage(fromJSON: Array(#"{"usage":null}"#.utf8))) == nil)
+        #expect((try? extractUsage(fromJSON: Array(#"{"usage":{}}"#.utf8))) == nil)
+        #expect((try? extractUsage(fromJSON: Array("nope".utf8))) == nil)
+        #expect(throws: TranslationError.self) { try extractUsage(fromJSON: Array("nope".utf8)) }
+        #expect((try? extractUsage(fromJSON: Array(#"{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":5}}"#.utf8)))?.totalTokens == Int.max)
     }
 
     static let stream = "data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"你好\"}}],\"usage\":null}\r\n\r\n"

@@ -38,7 +38,7 @@ import Testing
         _ = try? decodeCharacterList(b).map { translateCharacter($0, utcOffsetSeconds: 28_800, now: 0).jsonBytes }
         _ = try? decodeCharacterCreate(b)
         _ = try? ChatRequestInfo.parse(b)
-        _ = extractUsage(fromJSON: b)
+        _ = try? extractUsage(fromJSON: b)
         var sc = SSEUsageScanner(maxLineBytes: 32)
         sc.feed(b); sc.finish()
         _ = try? Multipart.parse(b, boundary: "b")

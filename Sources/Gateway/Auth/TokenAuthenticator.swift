@@ -10,10 +10,13 @@ public func sha256Hex(_ text: String) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
-/// The 32-byte SHA-256 of `text`'s UTF-8, in four words on the stack (no allocation).
+/// A SHA-256 digest as four words: kept and compared on the stack.
+typealias SHA256Digest = (UInt64, UInt64, UInt64, UInt64)
+
+/// The 32-byte SHA-256 of `text`'s UTF-8 (no allocation).
 @inline(__always)
-func sha256Digest(_ text: Substring) -> (UInt64, UInt64, UInt64, UInt64) {
-    var d: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+func sha256Digest(_ text: Substring) -> SHA256Digest {
+    var d: SHA256Digest = (0, 0, 0, 0)
     var s = text
     s.withUTF8 { u in
         withUnsafeMutableBytes(of: &d) { out in
@@ -24,10 +27,10 @@ func sha256Digest(_ text: Substring) -> (UInt64, UInt64, UInt64, UInt64) {
 }
 
 /// The 32 bytes of a 64-digit hex digest (nil unless it is one).
-func digestBytes(hex: String) -> (UInt64, UInt64, UInt64, UInt64)? {
+func digestBytes(hex: String) -> SHA256Digest? {
     let u = Array(hex.utf8)
     guard u.count == 64 else { return nil }
-    var d: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    var d: SHA256Digest = (0, 0, 0, 0)
     var ok = true
     withUnsafeMutableBytes(of: &d) { out in
         for i in 0..<32 {
@@ -46,11 +49,29 @@ func digestBytes(hex: String) -> (UInt64, UInt64, UInt64, UInt64)? {
     return ok ? d : nil
 }
 
+/// Whether two digests are equal, in constant time (OpenSSL's `CRYPTO_memcmp`).
+func sameDigest(_ a: SHA256Digest, _ b: SHA256Digest) -> Bool {
+    var a = a, b = b
+    return withUnsafeBytes(of: &a) { p in withUnsafeBytes(of: &b) { q in CRYPTO_memcmp(p.baseAddress, q.baseAddress, 32) } } == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` value: scheme case-insensitive, spaces and tabs
+/// trimmed, read as bytes. Nil when absent, another scheme, empty, or over 512 bytes.
+func bearerToken(_ authorization: String?) -> Substring? {
+    guard let auth = authorization else { return nil }
+    let trimmed = trimSpaceTab(Substring(auth))
+    let u = trimmed.utf8
+    guard u.count > 7, u.prefix(7).elementsEqual("bearer ".utf8, by: { $0 == $1 || ($1 != 0x20 && $0 | 0x20 == $1) }) else { return nil }
+    let token = trimSpaceTab(trimmed.dropFirst(7))
+    guard !token.isEmpty, token.utf8.count <= 512 else { return nil }
+    return token
+}
+
 /// Maps a presented bearer token to its team. Only digests are kept; the presented token is
 /// hashed and compared with every configured digest in constant time (no early exit on a match),
 /// so timing reveals neither which digest matched nor how much of one did.
 public struct TokenAuthenticator: Sendable {
-    struct Entry: Sendable { let digest: (UInt64, UInt64, UInt64, UInt64); let team: Int; let expiresAt: Int? }
+    struct Entry: Sendable { let digest: SHA256Digest; let team: Int; let expiresAt: Int? }
     private let entries: [Entry]
 
     public enum Outcome: Equatable, Sendable { case team(Int), missing, invalid, expired }
@@ -66,20 +87,15 @@ public struct TokenAuthenticator: Sendable {
 
     /// `authorization` is the raw header value; `now` is Unix seconds.
     public func authenticate(authorization: String?, now: Int) -> Outcome {
-        guard let auth = authorization else { return .missing }
-        // Byte-level trimming and scheme check, digest on the stack: this runs for every request.
-        let trimmed = trimSpaceTab(Substring(auth))
-        let u = trimmed.utf8
-        guard u.count > 7, u.prefix(7).elementsEqual("bearer ".utf8, by: { $0 == $1 || ($1 != 0x20 && $0 | 0x20 == $1) }) else { return .invalid }
-        let token = trimSpaceTab(trimmed.dropFirst(7))
-        guard !token.isEmpty, token.utf8.count <= 512 else { return .invalid }
-        var presented = sha256Digest(token)
+        guard authorization != nil else { return .missing }
+        // Byte-level parsing, digest on the stack: this runs for every request.
+        guard let token = bearerToken(authorization) else { return .invalid }
+        let presented = sha256Digest(token)
         var found = -1
         var foundExpiry: Int? = nil
-        for e in entries {
-            var stored = e.digest
-            let same = withUnsafeBytes(of: &presented) { p in withUnsafeBytes(of: &stored) { q in CRYPTO_memcmp(p.baseAddress, q.baseAddress, 32) } } == 0
-            if same { found = e.team; foundExpiry = e.expiresAt }
+        for e in entries where sameDigest(presented, e.digest) {
+            found = e.team
+            foundExpiry = e.expiresAt
         }
         guard found >= 0 else { return .invalid }
         if let exp = foundExpiry, now >= exp { return .expired }

@@ -118,7 +118,7 @@ enum CharacterRoutes {
         // Re-checked here: the video poll above may have taken a while.
         if let e = nameTaken(input.name, g) { return x.fail(e) }
         guard PendingCharacterNames.shared.reserve(input.name, gateway: g) else { return x.fail(nameTakenError(input.name)) }
-        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
+        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
         headers.append(("content-type", "application/json"))
         let body = upstreamCharacterCreateBody(name: input.name, description: input.description,
                                                upstreamVideoID: input.upstreamVideoID, timestamps: input.timestamps)
@@ -126,7 +126,7 @@ enum CharacterRoutes {
         BufferedCall.start(x.context, r) { result in
             defer { PendingCharacterNames.shared.release(input.name, gateway: g) }
             x.upstreamLatencyMillis = x.elapsedMillis
-            let key = Array(cfg.upstream.apiKey.utf8)
+            let key = x.snapshot.apiKeyBytes
             let head: UpstreamResponseHead, raw: [UInt8]
             switch result {
             case .failure(let e): return x.fail(APIError.from(e))
@@ -177,7 +177,7 @@ enum CharacterRoutes {
                         deliver: @escaping (_ records: [CharacterRecord], _ stale: Bool) -> Void) {
         guard records.contains(where: { $0.status == CharacterStatus.processing.rawValue }) else { return deliver(records, false) }
         let cfg = x.snapshot.config
-        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
+        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
         var r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/characters", headers: headers)
         // A slow list must not hold the answer long: the stored state is a fine fallback.
         r.timeoutMillis = min(cfg.upstream.requestTimeoutMillis, refreshTimeoutMillis)
@@ -249,7 +249,7 @@ enum CharacterRoutes {
         }
         let page = Array(all[start..<min(all.count, start + limit)])
         let hasMore = start + limit < all.count
-        let key = Array(x.snapshot.config.upstream.apiKey.utf8)
+        let key = x.snapshot.apiKeyBytes
         refresh(x, g, page) { records, stale in
             let body = ListQuery.body(items: records.map(\.object.jsonBytes), firstID: records.first?.id,
                                       lastID: records.last?.id, hasMore: hasMore)
@@ -257,14 +257,22 @@ enum CharacterRoutes {
         }
     }
 
-    static func retrieve(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        let record: CharacterRecord
+    /// The caller's team's character `id`, or nil once the exchange is answered (401, the same
+    /// 404 for unknown and foreign ids, or 500 if the store fails).
+    static func ownedCharacter(_ x: Exchange, _ g: Gateway, id: String) -> CharacterRecord? {
+        guard let team = x.team else { x.fail(.unauthorized); return nil }
         do {
-            guard let r = try g.store.character(id: id, team: team.name) else { return x.fail(.notFound("No such character.")) }
-            record = r
-        } catch { return x.fail(VideoRoutes.storeFailure(g, error)) }
-        let key = Array(x.snapshot.config.upstream.apiKey.utf8)
+            guard let r = try g.store.character(id: id, team: team.name) else { x.fail(.notFound("No such character.")); return nil }
+            return r
+        } catch {
+            x.fail(VideoRoutes.storeFailure(g, error))
+            return nil
+        }
+    }
+
+    static func retrieve(_ x: Exchange, _ g: Gateway, id: String) {
+        guard let record = ownedCharacter(x, g, id: id) else { return }
+        let key = x.snapshot.apiKeyBytes
         refresh(x, g, [record]) { records, stale in
             x.send(200, KeyRedactor.redact((records.first ?? record).object.jsonBytes, secret: key), headers: staleHeaders(stale))
         }
@@ -273,15 +281,12 @@ enum CharacterRoutes {
     /// `GET /v1/videos/characters/{id}`: the OpenAI SDK's `client.videos.get_character` shape
     /// (`VideoGetCharacterResponse`: `id`, `created_at`, `name`). Answered from the store.
     static func sdkRetrieve(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        do {
-            guard let r = try g.store.character(id: id, team: team.name) else { return x.fail(.notFound("No such character.")) }
-            var w = JSONObjectWriter()
-            w.string("id", r.id)
-            w.int("created_at", r.createdAt)
-            w.string("name", r.name)
-            x.send(200, KeyRedactor.redact(w.finish(), secret: Array(x.snapshot.config.upstream.apiKey.utf8)))
-        } catch { x.fail(VideoRoutes.storeFailure(g, error)) }
+        guard let r = ownedCharacter(x, g, id: id) else { return }
+        var w = JSONObjectWriter()
+        w.string("id", r.id)
+        w.int("created_at", r.createdAt)
+        w.string("name", r.name)
+        x.send(200, KeyRedactor.redact(w.finish(), secret: x.snapshot.apiKeyBytes))
     }
 
     /// Forgets the character for the team (the upstream has no delete; the name becomes free in Veil).

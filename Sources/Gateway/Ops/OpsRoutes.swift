@@ -1,4 +1,3 @@
-import CCrypto
 import Glibc
 import HTTPWire
 import Reactor
@@ -92,13 +91,8 @@ enum OpsRoutes {
 
     /// Constant-time comparison of the presented token's digest with the configured one.
     static func bearerMatches(_ authorization: String?, digest: String) -> Bool {
-        guard let a = authorization?.trimmingCharacters(in: " \t"), a.count > 7, a.prefix(7).lowercased() == "bearer " else { return false }
-        let token = a.dropFirst(7).trimmingCharacters(in: " \t")
-        guard !token.isEmpty, token.utf8.count <= 512 else { return false }
-        let presented = Array(sha256Hex(token).utf8)
-        let expected = Array(digest.utf8)
-        guard expected.count == 64 else { return false }
-        return presented.withUnsafeBytes { p in expected.withUnsafeBytes { q in CRYPTO_memcmp(p.baseAddress, q.baseAddress, 64) } } == 0
+        guard let token = bearerToken(authorization), let expected = digestBytes(hex: digest) else { return false }
+        return sameDigest(sha256Digest(token), expected)
     }
 
     // MARK: readiness
@@ -115,9 +109,8 @@ enum OpsRoutes {
         ops.waiting.append(x)
         guard !ops.probing else { return }
         ops.probing = true
-        let cfg = x.snapshot.config.upstream
         var r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/models",
-                                headers: HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.apiKey, requestID: x.requestID))
+                                headers: HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID))
         r.timeoutMillis = LoopOps.probeTimeoutMillis
         r.maxResponseBytes = 1 << 20
         BufferedCall.start(x.context, r) { result in

@@ -124,16 +124,15 @@ final class ChatProxy: UpstreamDelegate {
 
     static func refusal(status: Int, raw: [UInt8], key: [UInt8]) -> APIError? {
         var unused: Usage?
-        return refusal(status: status, raw: raw, key: key, usage: &unused, readUsage: false)
+        return refusal(status: status, raw: raw, key: key, usage: &unused)
     }
 
     /// The same, reading the top-level `usage` in the validating pass (one pass over the answer).
-    static func refusal(status: Int, raw: [UInt8], key: [UInt8], usage: inout Usage?, readUsage: Bool = true) -> APIError? {
+    static func refusal(status: Int, raw: [UInt8], key: [UInt8], usage: inout Usage?) -> APIError? {
         if status >= 300 { return VideoRoutes.upstreamError(status, raw, key: key, keepStatus: true) }
-        guard let members = try? JSONParser.topLevelMembers(raw, wanted: readUsage ? ["usage"] : []) else {
+        do { usage = try extractUsage(fromJSON: raw) } catch {
             return APIError(502, "The upstream's answer was not valid JSON.", code: "upstream_invalid_response")
         }
-        if let u = members["usage"] { usage = Usage(u) }
         if jsonHidesSecret(raw, secret: key) {
             return APIError(502, "The upstream's answer was withheld: it contained the upstream credential.", code: "upstream_invalid_response")
         }
@@ -180,15 +179,14 @@ final class ChatProxy: UpstreamDelegate {
 /// `GET /v1/models`: forwarded, redacted.
 enum ModelsProxy {
     static func start(_ x: Exchange) {
-        let cfg = x.snapshot.config.upstream
         let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/models",
-                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, apiKey: cfg.apiKey, requestID: x.requestID))
+                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID))
         let call = BufferedCall.start(x.context, r) { result in
             switch result {
             case .failure(let e): x.fail(APIError.from(e))
             case .success(let (head, body)):
                 x.upstreamLatencyMillis = x.elapsedMillis
-                let key = Array(cfg.apiKey.utf8)
+                let key = x.snapshot.apiKeyBytes
                 if let e = ChatProxy.refusal(status: head.status, raw: body, key: key) { return x.fail(e) }
                 x.send(head.status, KeyRedactor.redact(body, secret: key), headers: HeaderPolicy.callerHeaders(from: head.headers, redact: x.log.redact))
             }

@@ -10,11 +10,7 @@ enum HeaderPolicy {
     static let forwardedResponseFields: Set<String> = ["content-type", "cache-control", "openai-processing-ms",
                                                        "openai-version", "retry-after"]
 
-    static func upstreamHeaders(from caller: HTTPHeaders, apiKey: String, requestID: String) -> [(name: String, value: String)] {
-        upstreamHeaders(from: caller, authorization: "Bearer \(apiKey)", requestID: requestID)
-    }
-
-    /// `authorization` is the whole value (`Bearer <key>`), built once per configuration.
+    /// `authorization` is the whole value (`Bearer <key>`, `ConfigSnapshot.upstreamAuthorization`).
     static func upstreamHeaders(from caller: HTTPHeaders, authorization: String, requestID: String) -> [(name: String, value: String)] {
         var out: [(name: String, value: String)] = [("authorization", authorization)]
         out.reserveCapacity(8)

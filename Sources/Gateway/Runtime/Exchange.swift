@@ -58,14 +58,18 @@ public final class Exchange {
         let n = requestIDCounter.add(1, ordering: .relaxed).newValue
         let w0 = splitMix64(requestIDSalt.0 &+ n)
         let words = (w0, splitMix64(w0 ^ requestIDSalt.1))
-        let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = Array("req_".utf8)
-        out.reserveCapacity(28)
-        for i in 0..<12 {
-            let b = UInt8(truncatingIfNeeded: i < 8 ? words.0 >> (8 * UInt64(i)) : words.1 >> (8 * UInt64(i - 8)))
-            out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        // "req_" + 24 hex digits, written straight into the string's storage (one allocation).
+        return String(unsafeUninitializedCapacity: 28) { out in
+            let hex: StaticString = "0123456789abcdef"
+            let digits = hex.utf8Start
+            out[0] = 0x72; out[1] = 0x65; out[2] = 0x71; out[3] = 0x5F          // "req_"
+            for i in 0..<12 {
+                let b = UInt8(truncatingIfNeeded: i < 8 ? words.0 >> (8 * UInt64(i)) : words.1 >> (8 * UInt64(i - 8)))
+                out[4 + 2 * i] = digits[Int(b >> 4)]
+                out[5 + 2 * i] = digits[Int(b & 15)]
+            }
+            return 28
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public var path: Substring { request.path }

@@ -16,12 +16,7 @@ final class VideoContent: UpstreamDelegate {
     static let forwardedFields: Set<String> = ["content-type", "content-length", "content-range", "accept-ranges", "etag", "last-modified"]
 
     static func start(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        let record: VideoRecord
-        do {
-            guard let r = try g.store.video(id: id, team: team.name) else { return x.fail(.notFound("No such video.")) }
-            record = r
-        } catch { return x.fail(VideoRoutes.storeFailure(g, error)) }
+        guard let record = VideoRoutes.ownedVideo(x, g, id: id) else { return }
         let variant = QueryString.parse(x.request.head.query)["variant"] ?? "video"
         let url: String?
         switch variant {

@@ -97,12 +97,12 @@ enum VideoRoutes {
         form.addField(name: "model", value: spec.model)
         form.addField(name: "size", value: cfg.upstream.keyInSizeField ? cfg.upstream.apiKey : spec.size)
         let (body, contentType) = form.finish()
-        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
+        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
         headers.append(("content-type", contentType))
         let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/videos", headers: headers, body: body)
         let call = BufferedCall.start(x.context, r) { result in
             x.upstreamLatencyMillis = x.elapsedMillis
-            let key = Array(cfg.upstream.apiKey.utf8)
+            let key = x.snapshot.apiKeyBytes
             switch result {
             case .failure(let e):
                 x.snapshot.policy.videoFinished(team: team.name)
@@ -139,16 +139,24 @@ enum VideoRoutes {
 
     // MARK: retrieve
 
-    static func retrieve(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        let record: VideoRecord
+    /// The caller's team's video `id`, or nil once the exchange is answered: 401 without a team,
+    /// 404 for an unknown id and for another team's (the same answer), 500 if the store fails.
+    static func ownedVideo(_ x: Exchange, _ g: Gateway, id: String) -> VideoRecord? {
+        guard let team = x.team else { x.fail(.unauthorized); return nil }
         do {
-            guard let r = try g.store.video(id: id, team: team.name) else { return x.fail(.notFound("No such video.")) }
-            record = r
-        } catch { return x.fail(storeFailure(g, error)) }
+            guard let r = try g.store.video(id: id, team: team.name) else { x.fail(.notFound("No such video.")); return nil }
+            return r
+        } catch {
+            x.fail(storeFailure(g, error))
+            return nil
+        }
+    }
+
+    static func retrieve(_ x: Exchange, _ g: Gateway, id: String) {
+        guard let record = ownedVideo(x, g, id: id) else { return }
         x.model = record.model
         let cfg = x.snapshot.config
-        let key = Array(cfg.upstream.apiKey.utf8)
+        let key = x.snapshot.apiKeyBytes
         if record.status == "completed" || record.status == "failed" {
             // Finished: answered from the store, no upstream call.
             return x.send(200, KeyRedactor.redact(record.object.jsonBytes, secret: key))
@@ -171,11 +179,11 @@ enum VideoRoutes {
         case .wait: return
         case .fetch: break
         }
-        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), apiKey: cfg.upstream.apiKey, requestID: x.requestID)
+        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
         let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID, headers: headers)
         BufferedCall.start(x.context, r) { result in
             x.upstreamLatencyMillis = x.elapsedMillis
-            let key = Array(cfg.upstream.apiKey.utf8)
+            let key = x.snapshot.apiKeyBytes
             let outcome: PollCoalescer.Outcome
             switch result {
             case .failure(let e): outcome = .failure(APIError.from(e))
@@ -217,7 +225,7 @@ enum VideoRoutes {
             let page = try g.store.listVideos(team: team.name, after: query.after, limit: query.limit, descending: query.descending)
             let body = ListQuery.body(items: page.items.map(\.object.jsonBytes), firstID: page.items.first?.id,
                                       lastID: page.items.last?.id, hasMore: page.hasMore)
-            x.send(200, KeyRedactor.redact(body, secret: Array(x.snapshot.config.upstream.apiKey.utf8)))
+            x.send(200, KeyRedactor.redact(body, secret: x.snapshot.apiKeyBytes))
         } catch { x.fail(storeFailure(g, error)) }
     }
 
