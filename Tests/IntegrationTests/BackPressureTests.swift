@@ -24,7 +24,7 @@ import Testing
         let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 10_000)
         defer { close(fd) }
         let req = "GET /v1/videos/video_4000/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\n\r\n"
-        _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, Array(req.utf8))
         // Don't read for a while: the kernel buffers fill, then Veil must stop pulling from upstream.
         usleep(1_500_000)
         let highWater = 256 * 1024

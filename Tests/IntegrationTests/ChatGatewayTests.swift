@@ -136,7 +136,7 @@ import Testing
         let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 5_000)
         let body = #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"a long story please"}]}"#
         let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, Array(req.utf8))
         var buf = [UInt8](repeating: 0, count: 4096)
         let n = recv(fd, &buf, buf.count, 0) // the head and first event
         #expect(n > 0)

@@ -31,7 +31,7 @@ import Testing
 
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         let req = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, req)
         let deadline = Date().addingTimeInterval(2)
         while !holder.got.load(ordering: .acquiring) && Date() < deadline { usleep(5_000) }
         let gotIt = holder.got.load(ordering: .acquiring)
@@ -74,7 +74,7 @@ import Testing
 
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         let req = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, req)
         let deadline = Date().addingTimeInterval(3)
         while !holder.got.load(ordering: .acquiring) && Date() < deadline { usleep(5_000) }
         let reset = Atomic<Bool>(false)

@@ -204,7 +204,7 @@ import Testing
         let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 3_000)
         defer { close(fd) }
         let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: veil\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\":"
-        _ = Array(head.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, Array(head.utf8))
         var reader = RawHTTPClient.Reader(fd: fd)
         let r = try reader.readResponse(isHead: false)
         #expect(r.status == 408)
@@ -261,7 +261,7 @@ import Testing
             let before = h.sandbox.requests().count
             let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
             let req = "\(method) \(path) HTTP/1.1\r\nHost: veil\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-            _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            RawHTTPClient.sendAll(fd, Array(req.utf8))
             #expect(Self.waitUntil(2) { h.sandbox.requests().count > before }, "\(method) \(path) never reached the stand-in")
             close(fd)
         }
@@ -309,7 +309,7 @@ import Testing
         for _ in 0..<n {
             let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 5_000)
             fds.append(fd)
-            _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            RawHTTPClient.sendAll(fd, req)
         }
         var buf = [UInt8](repeating: 0, count: 4096)
         for fd in fds { _ = recv(fd, &buf, buf.count, 0) }

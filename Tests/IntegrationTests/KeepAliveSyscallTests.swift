@@ -43,7 +43,7 @@ import Testing
         var reader = RawHTTPClient.Reader(fd: fd)
         func roundTrip() throws {
             let req = Array("GET /x HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-            _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            RawHTTPClient.sendAll(fd, req)
             let r = try reader.readResponse(isHead: false)
             #expect(r.status == 200)
             #expect(String(decoding: r.body, as: UTF8.self) == "ok")
@@ -65,14 +65,14 @@ import Testing
         var reader = RawHTTPClient.Reader(fd: fd)
         // The stream, with a second request pipelined behind it, then a third after both.
         let two = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = two.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, two)
         let stream = try reader.readResponse(isHead: false)
         #expect(stream.status == 200)
         #expect(String(decoding: stream.body, as: UTF8.self) == "data: 1\n\ndata: 2\n\n")
         let pipelined = try reader.readResponse(isHead: false)
         #expect(String(decoding: pipelined.body, as: UTF8.self) == "ok")
         let third = Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = third.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, third)
         #expect(String(decoding: try reader.readResponse(isHead: false).body, as: UTF8.self) == "data: 1\n\ndata: 2\n\n")
     }
 }

@@ -429,7 +429,7 @@ private func sseData(_ body: [UInt8]) -> [String] {
         let fd = try RawHTTPClient.connect(port: port, timeoutMillis: 2_000)
         defer { close(fd) }
         let req = Array("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, req)
         var waited = 0
         while s.openResponses == 0 && waited < 2_000 { usleep(5_000); waited += 5 }
         #expect(s.openResponses == 1)

@@ -15,12 +15,7 @@ extension RawHTTPClient {
     static func exchange(port: UInt16, bytes: [UInt8], quietMillis: Int = 1_500) throws -> RawExchange {
         let fd = try connect(port: port, timeoutMillis: quietMillis)
         defer { close(fd) }
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            sent += n
-        }
+        sendAll(fd, bytes)
         var reader = Reader(fd: fd)
         var out = RawExchange(responses: [], closedByServer: false)
         while true {

@@ -48,7 +48,7 @@ enum RawHTTPClient {
         let fd = try connect(port: port, timeoutMillis: timeoutMillis)
         defer { close(fd) }
         let out = Array(request.utf8)
-        _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, out)
         var reader = Reader(fd: fd)
         while reader.total < bytes {
             if try !reader.fill() { return }
@@ -72,16 +72,21 @@ enum RawHTTPClient {
         return fd
     }
 
-    /// Sends `bytes` as is and reads one response.
-    static func raw(port: UInt16, bytes: [UInt8], isHead: Bool = false, timeoutMillis: Int = 5_000, pauseBeforeReadMillis: Int = 0) throws -> RawResponse {
-        let fd = try connect(port: port, timeoutMillis: timeoutMillis)
-        defer { close(fd) }
+    /// Writes all of `bytes` (stops early only if the socket fails or times out).
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { break }
             sent += n
         }
+    }
+
+    /// Sends `bytes` as is and reads one response.
+    static func raw(port: UInt16, bytes: [UInt8], isHead: Bool = false, timeoutMillis: Int = 5_000, pauseBeforeReadMillis: Int = 0) throws -> RawResponse {
+        let fd = try connect(port: port, timeoutMillis: timeoutMillis)
+        defer { close(fd) }
+        sendAll(fd, bytes)
         // A client that does not read for a while: the server's socket buffers fill up.
         if pauseBeforeReadMillis > 0 { usleep(UInt32(pauseBeforeReadMillis) * 1000) }
         var reader = Reader(fd: fd)

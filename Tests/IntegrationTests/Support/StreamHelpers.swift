@@ -13,7 +13,7 @@ struct OpenStream {
     static func open(port: UInt16, token: String, timeoutMillis: Int = 5_000) throws -> OpenStream {
         let fd = try RawHTTPClient.connect(port: port, timeoutMillis: timeoutMillis)
         let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        RawHTTPClient.sendAll(fd, Array(req.utf8))
         var s = OpenStream(fd: fd, received: [])
         while !s.text.contains("\r\n\r\n") {
             guard s.readSome() else { break }
