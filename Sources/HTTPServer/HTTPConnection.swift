@@ -6,7 +6,7 @@ import Reactor
 /// One client connection, owned by one loop: reads and parses requests, hands each complete
 /// request to the handler, writes the response with back-pressure, enforces the timeouts.
 /// Requests on a connection are answered in order; pipelined bytes wait in the read buffer.
-final class HTTPConnection: IOHandler, DeferredFlush {
+final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget {
     enum State { case readingHead, readingBody, responding, closing }
 
     let fd: Int32
@@ -317,12 +317,15 @@ final class HTTPConnection: IOHandler, DeferredFlush {
 
     private func scheduleTimer(at when: UInt64) {
         let delay = when > loop.now ? Int(when - loop.now) : 0
-        timer = loop.schedule(afterMillis: delay) { [weak self] in self?.timerFired() }
+        timer = loop.schedule(afterMillis: delay, target: self)
     }
 
     func disarm() { deadline = 0 }
 
-    private func timerFired() {
+    // The timer does not keep the connection alive: cancelled here at the latest.
+    deinit { timer?.cancel() }
+
+    func timerFired(_ fired: LoopTimer) {
         timer = nil
         guard !closed, deadline != 0 else { return }
         if loop.now < deadline { scheduleTimer(at: deadline); return }

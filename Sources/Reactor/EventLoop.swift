@@ -27,15 +27,24 @@ public protocol DeferredFlush: AnyObject {
     func flushDeferred()
 }
 
+/// What a target-based timer calls when it fires (see `EventLoop.schedule(afterMillis:target:)`).
+public protocol TimerTarget: AnyObject {
+    func timerFired(_ timer: LoopTimer)
+}
+
 /// A one-shot timer. Cancelling is O(1) (lazy removal from the heap).
 public final class LoopTimer {
     public let deadline: UInt64
     fileprivate var callback: (() -> Void)?
-    fileprivate init(deadline: UInt64, callback: @escaping () -> Void) {
-        self.deadline = deadline; self.callback = callback
+    /// Not weak, not retained: a weak reference gives the target a side table (an allocation, and
+    /// every retain of the target then takes the slow path), and a closure capturing it weakly
+    /// is a second allocation per arm. The target's contract: cancel before it is freed.
+    fileprivate unowned(unsafe) var target: (any TimerTarget)?
+    fileprivate init(deadline: UInt64, callback: (() -> Void)?, target: (any TimerTarget)?) {
+        self.deadline = deadline; self.callback = callback; self.target = target
     }
-    public var isPending: Bool { callback != nil }
-    public func cancel() { callback = nil }
+    public var isPending: Bool { callback != nil || target != nil }
+    public func cancel() { callback = nil; target = nil }
 }
 
 /// One epoll event loop, run by one thread. Everything registered with it (sockets, timers,
@@ -138,7 +147,16 @@ public final class EventLoop: @unchecked Sendable {
 
     @discardableResult
     public func schedule(afterMillis ms: Int, _ callback: @escaping () -> Void) -> LoopTimer {
-        let t = LoopTimer(deadline: EventLoop.monotonicMillis() + UInt64(max(ms, 0)), callback: callback)
+        let t = LoopTimer(deadline: EventLoop.monotonicMillis() + UInt64(max(ms, 0)), callback: callback, target: nil)
+        timers.push(t)
+        return t
+    }
+
+    /// A timer that calls `target.timerFired(_:)`: one allocation per arm, no closure, no weak
+    /// reference. The target must cancel it (at the latest in its deinit, on this loop's thread)
+    /// before it is freed: the timer does not keep it alive.
+    public func schedule(afterMillis ms: Int, target: any TimerTarget) -> LoopTimer {
+        let t = LoopTimer(deadline: EventLoop.monotonicMillis() + UInt64(max(ms, 0)), callback: nil, target: target)
         timers.push(t)
         return t
     }
@@ -212,6 +230,10 @@ public final class EventLoop: @unchecked Sendable {
             if let cb = t.callback {
                 t.callback = nil
                 cb()
+                runPendingFlushes()
+            } else if let target = t.target {
+                t.target = nil
+                target.timerFired(t)
                 runPendingFlushes()
             }
         }

@@ -8,7 +8,11 @@ import Reactor
 public struct UpstreamRequest: Sendable {
     public var method: String
     public var url: String
+    /// This request's own fields; `sharedHeaders` follows them.
     public var headers: [(name: String, value: String)]
+    /// Fields many requests send alike (the upstream's Authorization), built into libcurl's list
+    /// once and linked behind `headers` instead of copied per request.
+    public var sharedHeaders: UpstreamHeaderBlock? = nil
     public var body: [UInt8]
     /// Connect phase (DNS + TCP + TLS).
     public var connectTimeoutMillis: Int = 5_000

@@ -393,13 +393,13 @@ final class CurlSocketWatcher: IOHandler {
 
 /// One request: an easy handle plus its header list, and the delegate's state machine.
 /// Loop-thread only (`@unchecked Sendable` for the same reason as the client).
-final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
+final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
     weak var client: UpstreamClient?
     /// The client's loop (it outlives every transfer): read per chunk without a weak load.
     let loop: EventLoop
     private var delegate: UpstreamDelegate?
     private(set) var easy: UnsafeMutableRawPointer?
-    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var headers = CurlHeaderList()
     private var errorBuffer: UnsafeMutablePointer<CChar>?
     var added = false
 
@@ -566,25 +566,10 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
             if method != "POST" { _ = str(CURLOPT_CUSTOMREQUEST, method) }
         }
 
-        // Headers: the caller's, plus suppression of what libcurl would add on its own.
-        var list: UnsafeMutablePointer<curl_slist>?
-        var givenAccept = false, givenExpect = false, givenContentType = false
-        var line: [UInt8] = []
-        line.reserveCapacity(256)
-        for (name, value) in r.headers {
-            guard CurlTransfer.headerLine(name, value, into: &line) else { continue }
-            if asciiCaseInsensitiveEquals(name, "accept") { givenAccept = true }
-            else if asciiCaseInsensitiveEquals(name, "expect") { givenExpect = true }
-            else if asciiCaseInsensitiveEquals(name, "content-type") { givenContentType = true }
-            list = line.withUnsafeBufferPointer { curl_slist_append(list, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
-        }
-        if !givenAccept { list = curl_slist_append(list, "Accept:") }     // libcurl would send "*/*"
-        if !givenExpect { list = curl_slist_append(list, "Expect:") }     // no 100-continue round trip
-        if !givenContentType && method == "POST" {
-            list = curl_slist_append(list, "Content-Type:")                // not x-www-form-urlencoded
-        }
-        headerList = list
-        _ = veil_easy_setopt_slist(h, CURLOPT_HTTPHEADER, list)
+        // Headers: the request's own lines, then the shared block's (linked, not copied), then
+        // the lines that suppress libcurl's own Accept, Expect and form Content-Type.
+        headers = CurlHeaderList(r.headers, shared: r.sharedHeaders)
+        _ = veil_easy_setopt_slist(h, CURLOPT_HTTPHEADER, headers.list)
 
         _ = veil_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION) { p, size, n, ud in
             guard let ud else { return 0 }
@@ -634,38 +619,13 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
         return url[url.startIndex..<j]
     }
 
-    /// `Name: value` NUL-terminated into `out` for libcurl's list, as bytes: CR, LF and NUL
-    /// become spaces (no header injection), both sides trimmed; `Name;` for an empty value
-    /// (libcurl's syntax for one). False for an empty name or one containing a colon.
-    static func headerLine(_ name: String, _ value: String, into out: inout [UInt8]) -> Bool {
-        out.removeAll(keepingCapacity: true)
-        func put(_ s: String) {
-            let start = out.count
-            for var c in s.utf8 {
-                if c == 13 || c == 10 || c == 0 { c = 32 }
-                if out.count == start && (c == 32 || c == 9) { continue }      // leading blanks
-                out.append(c)
-            }
-            while out.count > start, out[out.count - 1] == 32 || out[out.count - 1] == 9 { out.removeLast() }
-        }
-        put(name)
-        guard !out.isEmpty, !out.contains(58) else { return false }
-        let nameEnd = out.count
-        out.append(58); out.append(32)
-        put(value)
-        if out.count == nameEnd + 2 { out.removeLast(2); out.append(59) }   // "Name;"
-        out.append(0)
-        return true
-    }
-
     func releaseCurl() {
         if let h = easy {
             // Never in a multi here (remove() takes it out first; configure failures never add it).
             if let client { client.recycleEasy(h, bufferSize: bufferSize) } else { curl_easy_cleanup(h) }
         }
         easy = nil
-        if let l = headerList { curl_slist_free_all(l) }
-        headerList = nil
+        headers.free()
         errorBuffer?.deallocate()
         errorBuffer = nil
         resumeTimer?.cancel()
@@ -694,10 +654,11 @@ final class CurlTransfer: UpstreamTransfer, @unchecked Sendable {
     }
 
     private func scheduleStallCheck(after ms: Int, _ loop: EventLoop) {
-        stallTimer = loop.schedule(afterMillis: ms) { [weak self] in self?.stallCheck() }
+        stallTimer = loop.schedule(afterMillis: ms, target: self)   // cancelled by releaseCurl (deinit)
     }
 
-    private func stallCheck() {
+    func timerFired(_ fired: LoopTimer) {
+        guard fired === stallTimer else { return }
         stallTimer = nil
         guard !isFinished, client != nil else { return }
         let now = EventLoop.monotonicMillis()

@@ -624,7 +624,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
 @Suite struct CurlTransferBytesTests {
     private func line(_ n: String, _ v: String) -> String? {
         var out: [UInt8] = []
-        guard CurlTransfer.headerLine(n, v, into: &out) else { return nil }
+        guard CurlHeaderList.headerLine(n, v, into: &out) else { return nil }
         #expect(out.last == 0)
         return String(decoding: out.dropLast(), as: UTF8.self)
     }
@@ -659,6 +659,55 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(req?.header("x-pad") == "v")
     }
 
+    /// The shared block is linked behind each request's own lines, never copied or freed by a
+    /// transfer: its lines survive every transfer that used it, and libcurl's own Accept, Expect
+    /// and form Content-Type stay suppressed (a caller's own Accept is still sent).
+    @Test func sharedHeaderBlockFollowsOwnLinesAndOutlivesTransfers() {
+        let server = TestServer { conn, _ in ok(conn, "x"); return true }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let block = UpstreamHeaderBlock([("Authorization", "Bearer shared"), ("Accept-Encoding", "identity"), ("X-Bad", "a\r\nInjected: 1")])
+        let before = CurlHeaderList.lines(block.list)
+        #expect(before == ["Authorization: Bearer shared", "Accept-Encoding: identity", "X-Bad: a  Injected: 1",
+                           "Accept:", "Expect:", "Content-Type:"])
+        for i in 0..<3 {
+            var r = UpstreamRequest(method: "POST", url: server.url + "/s", headers: [("X-Request-Id", "r\(i)")], body: Array(#"{"a":1}"#.utf8))
+            if i == 2 { r.headers.append(("Accept", "text/event-stream")) }
+            r.sharedHeaders = block
+            let rec = Recorder()
+            h.start(r, rec)
+            #expect(rec.waitFinished())
+            #expect(rec.finishes.first! == nil)
+            let got = server.lastRequest
+            #expect(got?.header("x-request-id") == "r\(i)")
+            #expect(got?.header("authorization") == "Bearer shared")
+            #expect(got?.header("accept-encoding") == "identity")
+            #expect(got?.header("injected") == nil)
+            #expect(got?.header("expect") == nil)
+            #expect(got?.header("content-type") == nil)
+            #expect(got?.header("accept") == (i == 2 ? "text/event-stream" : nil))
+        }
+        #expect(CurlHeaderList.lines(block.list) == before)
+    }
+
+    @Test func headerListOrderAndFree() {
+        let block = UpstreamHeaderBlock([("A", "1")])
+        var list = CurlHeaderList([("B", "2"), ("Bad:Name", "x"), ("C", "")], shared: block)
+        #expect(CurlHeaderList.lines(list.list) == ["B: 2", "C;", "A: 1", "Accept:", "Expect:", "Content-Type:"])
+        list.free()
+        #expect(list.list == nil)
+        #expect(CurlHeaderList.lines(block.list) == ["A: 1", "Accept:", "Expect:", "Content-Type:"])
+        // No own lines: the shared list itself; no block: the suppressors alone.
+        let bare = CurlHeaderList([], shared: block)
+        #expect(bare.list == block.list)
+        var none = CurlHeaderList([("D", "4")], shared: nil)
+        #expect(CurlHeaderList.lines(none.list) == ["D: 4", "Accept:", "Expect:", "Content-Type:"])
+        none.free()
+        // A block's deinit frees its own lines only: the process-wide suppressors stay.
+        do { _ = UpstreamHeaderBlock([("E", "5")]) }
+        #expect(CurlHeaderList.lines(CurlHeaderList.suppressors) == ["Accept:", "Expect:", "Content-Type:"])
+    }
+
     @Test func statusLines() {
         func status(_ s: String) -> Int? {
             Array(s.utf8).withUnsafeBufferPointer { CurlTransfer.statusLine($0) }
@@ -689,6 +738,49 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
     final class Flag: IOHandler, @unchecked Sendable {
         let fired = Atomic<Int>(0)
         func ioReady(_ events: IOEvents) { fired.add(1, ordering: .relaxed) }
+    }
+
+    final class TimerProbe: TimerTarget, @unchecked Sendable {
+        let fired = Atomic<Int>(0)
+        var lastWasOwn = false
+        /// Its own timer, cancelled in deinit: the contract for targets.
+        var timer: LoopTimer?
+        let onDeinit: (@Sendable () -> Void)?
+        init(onDeinit: (@Sendable () -> Void)? = nil) { self.onDeinit = onDeinit }
+        func timerFired(_ t: LoopTimer) { lastWasOwn = t === timer; fired.add(1, ordering: .relaxed) }
+        deinit { timer?.cancel(); onDeinit?() }
+    }
+
+    /// Target timers fire once, with the timer that fired; a cancelled one never fires; and the
+    /// timer does not keep its target alive (no retain, no weak side table): a target freed
+    /// before the deadline is gone at once, and its deinit's cancel keeps the loop out of it.
+    @Test func targetTimersFireOnceAndCancelledOnesNever() {
+        let h = LoopHarness()
+        defer { h.shutdown() }
+        let a = TimerProbe(), b = TimerProbe()
+        h.onLoop {
+            a.timer = h.loop.schedule(afterMillis: 5, target: a)
+            b.timer = h.loop.schedule(afterMillis: 5, target: b)
+            b.timer!.cancel()
+        }
+        #expect(h.onLoop { b.timer!.isPending } == false)
+        var waited = 0
+        while a.fired.load(ordering: .relaxed) == 0 && waited < 200 { usleep(5_000); waited += 1 }
+        usleep(30_000)
+        #expect(a.fired.load(ordering: .relaxed) == 1)
+        #expect(h.onLoop { a.lastWasOwn && !a.timer!.isPending })
+        #expect(b.fired.load(ordering: .relaxed) == 0)
+
+        let gone = Atomic<Int>(0)
+        let goneAtOnce = h.onLoop { () -> Bool in
+            var c: TimerProbe? = TimerProbe(onDeinit: { gone.add(1, ordering: .relaxed) })
+            c!.timer = h.loop.schedule(afterMillis: 5, target: c!)
+            c = nil
+            return gone.load(ordering: .relaxed) == 1
+        }
+        #expect(goneAtOnce, "the timer kept its target alive")
+        usleep(40_000)                               // past the deadline: the loop skipped it
+        #expect(gone.load(ordering: .relaxed) == 1)
     }
 
     /// An fd closed without `unwatch` leaves the kernel's epoll set but not the loop's table; when

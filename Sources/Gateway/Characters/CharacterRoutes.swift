@@ -118,11 +118,9 @@ enum CharacterRoutes {
         // Re-checked here: the video poll above may have taken a while.
         if let e = nameTaken(input.name, g) { return x.fail(e) }
         guard PendingCharacterNames.shared.reserve(input.name, gateway: g) else { return x.fail(nameTakenError(input.name)) }
-        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
-        headers.append(("content-type", "application/json"))
         let body = upstreamCharacterCreateBody(name: input.name, description: input.description,
                                                upstreamVideoID: input.upstreamVideoID, timestamps: input.timestamps)
-        let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/characters", headers: headers, body: body)
+        let r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.upstreamBase + "/v1/characters", extra: [("content-type", "application/json")], body: body)
         BufferedCall.start(x.context, r) { result in
             defer { PendingCharacterNames.shared.release(input.name, gateway: g) }
             x.upstreamLatencyMillis = x.elapsedMillis
@@ -177,8 +175,7 @@ enum CharacterRoutes {
                         deliver: @escaping (_ records: [CharacterRecord], _ stale: Bool) -> Void) {
         guard records.contains(where: { $0.status == CharacterStatus.processing.rawValue }) else { return deliver(records, false) }
         let cfg = x.snapshot.config
-        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
-        var r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/characters", headers: headers)
+        var r = HeaderPolicy.upstreamRequest(x, "GET", x.snapshot.upstreamBase + "/v1/characters")
         // A slow list must not hold the answer long: the stored state is a fine fallback.
         r.timeoutMillis = min(cfg.upstream.requestTimeoutMillis, refreshTimeoutMillis)
         let call = BufferedCall.start(x.context, r) { result in

@@ -109,8 +109,7 @@ enum OpsRoutes {
         ops.waiting.append(x)
         guard !ops.probing else { return }
         ops.probing = true
-        var r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/models",
-                                headers: HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID))
+        var r = HeaderPolicy.upstreamRequest(x, "GET", x.snapshot.upstreamBase + "/v1/models")
         r.timeoutMillis = LoopOps.probeTimeoutMillis
         r.maxResponseBytes = 1 << 20
         BufferedCall.start(x.context, r) { result in

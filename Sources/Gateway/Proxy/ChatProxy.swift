@@ -50,9 +50,7 @@ final class ChatProxy: UpstreamDelegate {
         let p = ChatProxy(x)
         p.streamSlot = slot
         let cfg = x.snapshot.config.upstream
-        var r = UpstreamRequest(method: "POST", url: x.snapshot.chatCompletionsURL,
-                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID),
-                                body: x.request.body)
+        var r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.chatCompletionsURL, forwarding: x.request.headers, body: x.request.body)
         r.connectTimeoutMillis = cfg.connectTimeoutMillis
         r.timeoutMillis = cfg.requestTimeoutMillis
         r.stallTimeoutMillis = cfg.stallTimeoutMillis
@@ -179,8 +177,7 @@ final class ChatProxy: UpstreamDelegate {
 /// `GET /v1/models`: forwarded, redacted.
 enum ModelsProxy {
     static func start(_ x: Exchange) {
-        let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/models",
-                                headers: HeaderPolicy.upstreamHeaders(from: x.request.headers, authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID))
+        let r = HeaderPolicy.upstreamRequest(x, "GET", x.snapshot.upstreamBase + "/v1/models", forwarding: x.request.headers)
         let call = BufferedCall.start(x.context, r) { result in
             switch result {
             case .failure(let e): x.fail(APIError.from(e))

@@ -1,4 +1,5 @@
 import HTTPWire
+import Upstream
 
 /// Which header fields cross the boundary. Allow-lists in both directions: the caller's
 /// `Authorization`, cookies, hop-by-hop fields (RFC 9110 §7.6.1) and anything unknown stay on
@@ -10,19 +11,33 @@ enum HeaderPolicy {
     static let forwardedResponseFields: Set<String> = ["content-type", "cache-control", "openai-processing-ms",
                                                        "openai-version", "retry-after"]
 
-    /// `authorization` is the whole value (`Bearer <key>`, `ConfigSnapshot.upstreamAuthorization`).
-    static func upstreamHeaders(from caller: HTTPHeaders, authorization: String, requestID: String) -> [(name: String, value: String)] {
-        var out: [(name: String, value: String)] = [("authorization", authorization)]
-        out.reserveCapacity(8)
+    /// The fields every upstream request carries alike, per configuration: the key's
+    /// `Authorization` value (`Bearer <key>`) and `Accept-Encoding: identity` (an empty one would
+    /// still let libcurl ask for nothing; bodies must arrive as identity to be redacted).
+    static func sharedUpstreamHeaders(authorization: String) -> UpstreamHeaderBlock {
+        UpstreamHeaderBlock([("authorization", authorization), ("accept-encoding", "identity")])
+    }
+
+    /// A request's own fields: the caller's allowed ones, then Veil's `x-request-id`.
+    static func upstreamHeaders(from caller: HTTPHeaders, requestID: String) -> [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        out.reserveCapacity(4)
         for f in caller {
             // The lower-case spelling from the allow-list itself: no lowercased copy per field.
             guard let name = forwardedRequestNames.first(where: { asciiCaseInsensitiveEquals($0, f.name) }) else { continue }
             out.append((name, f.value))
         }
         out.append(("x-request-id", requestID))
-        // An empty Accept-Encoding would still let curl ask for nothing; we need identity bodies to redact.
-        out.append(("accept-encoding", "identity"))
         return out
+    }
+
+    /// A request to the upstream as Veil sends it: `upstreamHeaders` plus `extra` as its own
+    /// fields, and the configuration's shared block (the key) behind them.
+    static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, forwarding caller: HTTPHeaders = HTTPHeaders(),
+                                extra: [(name: String, value: String)] = [], body: [UInt8] = []) -> UpstreamRequest {
+        var r = UpstreamRequest(method: method, url: url, headers: upstreamHeaders(from: caller, requestID: x.requestID) + extra, body: body)
+        r.sharedHeaders = x.snapshot.upstreamHeaders
+        return r
     }
 
     /// `forwardedRequestFields` but `x-request-id`, which is always Veil's (the caller's, if it

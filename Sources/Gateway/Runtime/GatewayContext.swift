@@ -14,11 +14,12 @@ public final class ConfigSnapshot: Sendable {
 
     public let policy: Policy
     public let cors: CORSPolicy
-    /// The upstream key's bytes (redactors), the chat URL and the `Authorization` value: built
-    /// once per configuration instead of once per request.
+    /// The upstream key's bytes (redactors), the chat URL, and the fields every upstream request
+    /// carries (`Authorization`, `Accept-Encoding`) as libcurl's list, linked behind each
+    /// request's own: built once per configuration instead of once per request.
     public let apiKeyBytes: [UInt8]
     public let chatCompletionsURL: String
-    public let upstreamAuthorization: String
+    public let upstreamHeaders: UpstreamHeaderBlock
 
     public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
         self.config = config
@@ -31,7 +32,7 @@ public final class ConfigSnapshot: Sendable {
         upstreamBase = b
         apiKeyBytes = Array(config.upstream.apiKey.utf8)
         chatCompletionsURL = b + "/v1/chat/completions"
-        upstreamAuthorization = "Bearer " + config.upstream.apiKey
+        upstreamHeaders = HeaderPolicy.sharedUpstreamHeaders(authorization: "Bearer " + config.upstream.apiKey)
     }
 
     public func team(_ index: Int) -> GatewayConfig.Team { config.teams[index] }

@@ -97,9 +97,7 @@ enum VideoRoutes {
         form.addField(name: "model", value: spec.model)
         form.addField(name: "size", value: cfg.upstream.keyInSizeField ? cfg.upstream.apiKey : spec.size)
         let (body, contentType) = form.finish()
-        var headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
-        headers.append(("content-type", contentType))
-        let r = UpstreamRequest(method: "POST", url: x.snapshot.upstreamBase + "/v1/videos", headers: headers, body: body)
+        let r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.upstreamBase + "/v1/videos", extra: [("content-type", contentType)], body: body)
         let call = BufferedCall.start(x.context, r) { result in
             x.upstreamLatencyMillis = x.elapsedMillis
             let key = x.snapshot.apiKeyBytes
@@ -179,8 +177,7 @@ enum VideoRoutes {
         case .wait: return
         case .fetch: break
         }
-        let headers = HeaderPolicy.upstreamHeaders(from: HTTPHeaders(), authorization: x.snapshot.upstreamAuthorization, requestID: x.requestID)
-        let r = UpstreamRequest(method: "GET", url: x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID, headers: headers)
+        let r = HeaderPolicy.upstreamRequest(x, "GET", x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID)
         BufferedCall.start(x.context, r) { result in
             x.upstreamLatencyMillis = x.elapsedMillis
             let key = x.snapshot.apiKeyBytes
