@@ -41,7 +41,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
             guard method == "GET" || method == "HEAD" else { return x.fail(methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET, HEAD"]) }
             return x.send(200, Array("{\"status\":\"ok\"}".utf8))
         }
-        guard path.hasPrefix("/v1/") || path == "/v1" else {
+        guard path.hasBytePrefix("/v1/") || path == "/v1" else {
             return x.fail(.notFound("Unknown route \(method) \(String(path.prefix(200))). Veil serves the OpenAI API under /v1."))
         }
         // Everything under /v1 needs a team token.
@@ -53,7 +53,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         guard let team = x.team else { return x.fail(.unauthorized) }
         if let refusal = x.snapshot.policy.admitRequest(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
         if CharacterRoutes.handles(path) { return CharacterRoutes.route(x, self) }
-        if path == "/v1/videos" || path.hasPrefix("/v1/videos/") {
+        if path == "/v1/videos" || path.hasBytePrefix("/v1/videos/") {
             return VideoRoutes.route(x, self)
         }
 

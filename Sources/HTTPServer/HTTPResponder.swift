@@ -51,14 +51,15 @@ public final class HTTPResponder {
 
     /// Sends the status line and headers. Without `content-length`, HTTP/1.1 responses use chunked
     /// transfer coding (HTTP/1.0 ones end with the connection). Hop-by-hop framing is Veil's own.
-    public func sendHead(_ head: HTTPResponseHead) {
+    public func sendHead(_ head: consuming HTTPResponseHead) {
         guard isCurrent, !headSent else { return }
         headSent = true
-        var h = head
+        var h = consume head
+        h.headers.fields.reserveCapacity(h.headers.count + 3)     // one copy for the fields added below
         h.headers.remove("transfer-encoding")
         h.headers.remove("connection")
         h.headers.remove("keep-alive")
-        let bodyless = isHead || head.status == 204 || head.status == 304 || (100...199).contains(head.status)
+        let bodyless = isHead || h.status == 204 || h.status == 304 || (100...199).contains(h.status)
         if !h.headers.contains("content-length") && !bodyless {
             if versionMinor >= 1 { chunked = true; h.headers.add("transfer-encoding", "chunked") }
             else { connection.closeAfterResponse = true }
@@ -113,10 +114,11 @@ public final class HTTPResponder {
     }
 
     /// Convenience: a whole response with a body.
-    public func respond(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]) {
+    /// `consuming` (here and below): the caller's fields move through without a copy per step.
+    public func respond(status: Int, headers: consuming HTTPHeaders = HTTPHeaders(), body: [UInt8]) {
         var h = headers
         h.replace("content-length", String(body.count))
-        sendHead(HTTPResponseHead(status: status, headers: h))
+        sendHead(HTTPResponseHead(status: status, headers: consume h))
         write(body)
         end()
     }

@@ -33,11 +33,13 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
         fields.append(HTTPField(name: name, value: value))
     }
 
+    /// Removes every `name` field. Absent: no mutation at all (a shared copy stays shared).
     public mutating func remove(_ name: String) {
+        guard fields.contains(where: { asciiCaseInsensitiveEquals($0.name, name) }) else { return }
         fields.removeAll { asciiCaseInsensitiveEquals($0.name, name) }
     }
 
-    /// Removes every `name` field and adds one with `value`.
+    /// Removes every `name` field and adds one with `value` (at the end).
     public mutating func replace(_ name: String, _ value: String) {
         remove(name)
         add(name, value)

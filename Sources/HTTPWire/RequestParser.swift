@@ -301,6 +301,7 @@ public struct HTTPRequestParser: Sendable {
         } else if nameLen == 17 && lowerEquals(b, s, "transfer-encoding") {
             try noteTransferEncoding(b, vs, ve)
         }
+        if fields.isEmpty { fields.reserveCapacity(8) }    // one allocation, not one per doubling
         fields.append(HTTPField(name: makeString(b, s, nameEnd), value: makeString(b, vs, ve)))
     }
 

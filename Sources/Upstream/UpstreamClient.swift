@@ -95,15 +95,28 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         return parts
     }
 
-    /// The `proto` list given to libcurl for a scheme list (one entry: the list never varies).
+    /// The `proto` list given to libcurl for a scheme list, as a C string (one entry: the list
+    /// never varies). Kept as C strings: a Swift string passed as `const char *` is copied when it
+    /// is small (under 16 bytes) and was, measured, for the chat URL too.
     private var protocolsKey: [String] = []
-    private var protocolsValue = ""
-    fileprivate func protocolList(_ schemes: [String]) -> String {
+    private var protocolsValue: ContiguousArray<CChar> = [0]
+    fileprivate func protocolList(_ schemes: [String]) -> ContiguousArray<CChar> {
         if schemes != protocolsKey {
             protocolsKey = schemes
-            protocolsValue = schemes.map { $0.lowercased() }.joined(separator: ",")
+            protocolsValue = schemes.map { $0.lowercased() }.joined(separator: ",").utf8CString
         }
         return protocolsValue
+    }
+
+    /// The last URL as a C string: nearly every request goes to the same few URLs (one entry).
+    private var lastURL = ""
+    private var lastURLC: ContiguousArray<CChar> = [0]
+    fileprivate func urlCString(_ url: String) -> ContiguousArray<CChar> {
+        if url != lastURL {
+            lastURL = url
+            lastURLC = url.utf8CString
+        }
+        return lastURLC
     }
 
     fileprivate func takeEasy(bufferSize: Int) -> UnsafeMutableRawPointer? {
@@ -465,10 +478,13 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
         errorBuffer!.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         _ = veil_easy_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
 
-        guard str(CURLOPT_URL, r.url) else { return .refused("URL rejected by libcurl") }
-        let proto = client?.protocolList(r.allowedSchemes) ?? r.allowedSchemes.map { $0.lowercased() }.joined(separator: ",")
-        guard str(CURLOPT_PROTOCOLS_STR, proto), str(CURLOPT_REDIR_PROTOCOLS_STR, proto) else {
-            return .refused("unsupported scheme list \(proto)")
+        func cstr(_ o: CURLoption, _ v: ContiguousArray<CChar>) -> Bool {
+            v.withUnsafeBufferPointer { veil_easy_setopt_string(h, o, $0.baseAddress) } == CURLE_OK
+        }
+        guard cstr(CURLOPT_URL, client?.urlCString(r.url) ?? r.url.utf8CString) else { return .refused("URL rejected by libcurl") }
+        let proto = client?.protocolList(r.allowedSchemes) ?? r.allowedSchemes.map { $0.lowercased() }.joined(separator: ",").utf8CString
+        guard cstr(CURLOPT_PROTOCOLS_STR, proto), cstr(CURLOPT_REDIR_PROTOCOLS_STR, proto) else {
+            return .refused("unsupported scheme list \(r.allowedSchemes.joined(separator: ","))")
         }
         _ = long(CURLOPT_NOSIGNAL, 1)
         _ = long(CURLOPT_FOLLOWLOCATION, 0)

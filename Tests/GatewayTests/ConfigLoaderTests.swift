@@ -71,5 +71,8 @@ import Testing
 
     @Test func hashTokenIsSHA256Hex() {
         #expect(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        // Empty and multi-block inputs (the low-level SHA256_Init/Update/Final path).
+        #expect(sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(sha256Hex(String(repeating: "veil-", count: 200)) == "b17e867d232dbded2b31e146cdd61f957cac5f28ec3de65d1291a56c99dcb1f6")
     }
 }

@@ -129,6 +129,27 @@ struct SplitMix: RandomNumberGenerator {
         }
     }
 
+    /// One-shot redaction agrees with the naive reference (both paths: the no-key early return
+    /// and the redactor), and returns the very same storage when there is nothing to replace.
+    @Test func oneShotMatchesReferenceAndSharesStorageWhenClean() {
+        var rng = SplitMix(state: 99)
+        let alphabet = Array("aab".utf8)
+        for _ in 0..<2000 {
+            let key = (0..<Int.random(in: 1...4, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let s = (0..<Int.random(in: 0...40, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            #expect(KeyRedactor.redact(s, secret: key, replacement: [0x2A]) == naiveReplace(s, key, [0x2A]))
+            #expect(KeyRedactor.contains(key, in: s) == (naiveReplace(s, key, [0x2A]) != s))
+        }
+        let clean = Array(String(repeating: "{\"choices\":[]} ", count: 64).utf8)
+        let key = Array(Self.key.utf8)
+        let out = KeyRedactor.redact(clean, secret: key)
+        #expect(out.withUnsafeBufferPointer { $0.baseAddress } == clean.withUnsafeBufferPointer { $0.baseAddress })
+        // The key at the very end and at the very start is still found.
+        #expect(KeyRedactor.contains(key, in: Array("x".utf8) + key))
+        #expect(KeyRedactor.contains(key, in: key + Array("x".utf8)))
+        #expect(!KeyRedactor.contains(key, in: Array(key.dropLast())))
+    }
+
     @Test func emptySecretPassesThrough() {
         #expect(KeyRedactor.redact(Array("abc".utf8), secret: []) == Array("abc".utf8))
         #expect(KeyRedactor.redact("abc", secret: "") == "abc")

@@ -13,14 +13,14 @@ public func sha256Hex(_ text: String) -> String {
 /// A SHA-256 digest as four words: kept and compared on the stack.
 typealias SHA256Digest = (UInt64, UInt64, UInt64, UInt64)
 
-/// The 32-byte SHA-256 of `text`'s UTF-8 (no allocation).
+/// The 32-byte SHA-256 of `text`'s UTF-8 (no allocation, no provider lookup: `veil_sha256`).
 @inline(__always)
 func sha256Digest(_ text: Substring) -> SHA256Digest {
     var d: SHA256Digest = (0, 0, 0, 0)
     var s = text
     s.withUTF8 { u in
         withUnsafeMutableBytes(of: &d) { out in
-            _ = SHA256(u.baseAddress, u.count, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            veil_sha256(u.baseAddress, u.count, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
     }
     return d

@@ -15,8 +15,8 @@ import Upstream
 /// Another team's id and an unknown id get the same 404, so ids can't be probed.
 enum CharacterRoutes {
     static func handles(_ path: Substring) -> Bool {
-        path == "/v1/characters" || path.hasPrefix("/v1/characters/")
-            || path == "/v1/videos/characters" || path.hasPrefix("/v1/videos/characters/")
+        path == "/v1/characters" || path.hasBytePrefix("/v1/characters/")
+            || path == "/v1/videos/characters" || path.hasBytePrefix("/v1/videos/characters/")
     }
 
     static func route(_ x: Exchange, _ g: Gateway) {
@@ -40,7 +40,7 @@ enum CharacterRoutes {
         }
         // /v1/characters/{id} or /v1/videos/characters/{id}: one strict id segment, else 404
         // (`..`, `%2e`, `;`, `/` never get further).
-        let sdkShape = path.hasPrefix("/v1/videos/characters/")
+        let sdkShape = path.hasBytePrefix("/v1/videos/characters/")
         let rest = path.dropFirst(sdkShape ? "/v1/videos/characters/".count : "/v1/characters/".count)
         guard !rest.contains("/"), VeilID.upstreamCharacterID(fromVeil: String(rest)) != nil else {
             return x.fail(.notFound("No such character."))

@@ -66,14 +66,20 @@ final class ChatProxy: UpstreamDelegate {
         transfer?.cancel()
     }
 
+    /// A 200 whose media type is `text/event-stream`, in any case, parameters allowed (compared
+    /// as bytes: no lower-cased copy per response).
+    static func isEventStream(status: Int, contentType: String?) -> Bool {
+        guard status == 200, let ct = contentType else { return false }
+        return asciiCaseInsensitiveEquals(Substring(ct.utf8.prefix(17)), "text/event-stream")
+    }
+
     // MARK: UpstreamDelegate
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
         upstreamStatus = head.status
         upstreamHeaders = head.headers
         x.upstreamLatencyMillis = x.elapsedMillis
-        let ct = head.header("content-type")?.lowercased() ?? ""
-        streaming = head.status == 200 && ct.hasPrefix("text/event-stream")
+        streaming = ChatProxy.isEventStream(status: head.status, contentType: head.header("content-type"))
         guard streaming else { return }
         // Headers go out at once: the client sees the stream open before the first event.
         var h = HeaderPolicy.callerHeaders(from: head.headers, redact: x.log.redact)

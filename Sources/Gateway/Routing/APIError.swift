@@ -42,15 +42,14 @@ public struct APIError: Error, Sendable, Equatable {
 
 extension HTTPResponder {
     /// Answers with an OpenAI error envelope, plus any extra headers (request id, CORS, rate limits).
-    func fail(_ error: APIError, headers extra: HTTPHeaders = HTTPHeaders()) {
-        var h = extra
-        h.replace("content-type", "application/json")
-        respond(status: error.status, headers: h, body: error.body)
+    func fail(_ error: APIError, headers extra: consuming HTTPHeaders = HTTPHeaders()) {
+        json(error.status, error.body, headers: extra)
     }
 
-    func json(_ status: Int, _ body: [UInt8], headers extra: HTTPHeaders = HTTPHeaders()) {
+    func json(_ status: Int, _ body: [UInt8], headers extra: consuming HTTPHeaders = HTTPHeaders()) {
         var h = extra
+        h.fields.reserveCapacity(h.count + 5)      // content-type, content-length, date, framing
         h.replace("content-type", "application/json")
-        respond(status: status, headers: h, body: body)
+        respond(status: status, headers: consume h, body: body)
     }
 }

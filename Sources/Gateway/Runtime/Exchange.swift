@@ -91,7 +91,9 @@ public final class Exchange {
     public var elapsedMillis: Int { Exchange.millis(from: startedAt, to: context.loop.now) }
 
     public func headers(_ extra: HTTPHeaders = HTTPHeaders()) -> HTTPHeaders {
+        if extra.count == 0 { return commonHeaders }
         var h = commonHeaders
+        h.fields.reserveCapacity(h.count + extra.count + 5)   // room for what the responder adds
         for f in extra { h.replace(f.name, f.value) }
         return h
     }
