@@ -171,24 +171,3 @@ public struct KeyRedactor: Sendable {
                                        replacement: Array(replacement.utf8)), as: UTF8.self)
     }
 }
-
-/// First offset >= `from` holding `byte`, eight bytes per step (the "has zero byte" trick on
-/// `word ^ pattern`); the lowest flagged byte is always a true hit.
-@inline(__always)
-func firstIndex(of byte: UInt8, in base: UnsafeRawPointer, from: Int, count: Int) -> Int? {
-    var i = from
-    let ones: UInt64 = 0x0101_0101_0101_0101
-    let highs: UInt64 = 0x8080_8080_8080_8080
-    let pattern = UInt64(byte) &* ones
-    while i + 8 <= count {
-        let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self)) ^ pattern
-        let t = (w &- ones) & ~w & highs
-        if t != 0 { return i + (t.trailingZeroBitCount >> 3) }
-        i += 8
-    }
-    while i < count {
-        if base.load(fromByteOffset: i, as: UInt8.self) == byte { return i }
-        i += 1
-    }
-    return nil
-}

@@ -66,6 +66,35 @@ import Testing
         #expect(!s.sawDone)
     }
 
+    /// The eight-bytes-a-step line-end search agrees with a naive one at every offset.
+    @Test func firstLineEndMatchesNaive() {
+        var rng = SplitMix(state: 11)
+        let alphabet: [UInt8] = [0x0A, 0x0D, 0x61, 0x8A, 0x8D, 0x00, 0x0B]
+        for _ in 0..<500 {
+            let s = (0..<Int.random(in: 0...40, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            s.withUnsafeBytes { b in
+                for from in 0...s.count {
+                    let naive = s.indices.first { $0 >= from && (s[$0] == 0x0A || s[$0] == 0x0D) }
+                    let fast = b.baseAddress.flatMap { firstLineEnd(in: $0, from: from, count: s.count) }
+                    #expect(fast == naive, "\(s) from \(from)")
+                }
+            }
+        }
+    }
+
+    /// The `"usage"` key found wherever it sits in a data line, and only as that exact key.
+    @Test func usageKeyAnywhereInTheLine() {
+        for line in [#"data: {"usage":{"total_tokens":5}}"#, #"data:{"a":"g","usage":{"total_tokens":5}}"#,
+                     #"data: {"choices":[{"delta":{"content":"gggg usag"}}],"usage":{"total_tokens":5}}"#] {
+            var s = SSEUsageScanner()
+            s.feed(Array((line + "\n").utf8))
+            #expect(s.usage?.totalTokens == 5, "\(line)")
+        }
+        var none = SSEUsageScanner()
+        none.feed(Array(#"data: {"usages":{"total_tokens":5},"xusage":1}"#.utf8) + [0x0A])
+        #expect(none.usage == nil)
+    }
+
     @Test func sseGarbageDoesNotCrash() {
         var rng = SplitMix(state: 3)
         var s = SSEUsageScanner(maxLineBytes: 64)
