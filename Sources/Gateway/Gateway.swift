@@ -46,7 +46,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         }
         // Everything under /v1 needs a team token.
         switch x.snapshot.authenticator.authenticate(authorization: x.request.headers["authorization"], now: Int(time(nil))) {
-        case .team(let i): x.team = x.snapshot.team(i)
+        case .team(let i): x.teamIndex = i
         case .expired: return x.fail(.tokenExpired)
         case .missing, .invalid: return x.fail(.unauthorized)
         }

@@ -202,6 +202,7 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget {
     /// Appends bytes to the write buffer and tries to send them at once.
     func queue(_ fill: (inout [UInt8]) -> Void) {
         guard !closed else { return }
+        if writeBuf.capacity == 0 { writeBuf = worker.takeWriteBuffer() }
         fill(&writeBuf)
         server.peakQueuedBytes.observe(writeBuf.count - writeStart)
         flush()
@@ -212,6 +213,7 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget {
     /// one `send`, as nginx does, instead of one `send` per chunk.
     func queueDeferred(_ fill: (inout [UInt8]) -> Void) {
         guard !closed else { return }
+        if writeBuf.capacity == 0 { writeBuf = worker.takeWriteBuffer() }
         fill(&writeBuf)
         if !flushQueued {
             flushQueued = true
@@ -240,7 +242,7 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget {
         }
         if writeStart == writeBuf.count {
             writeStart = 0
-            if writeBuf.capacity > 64 * 1024 { writeBuf = [] } else { writeBuf.removeAll(keepingCapacity: true) }
+            worker.giveBack(&writeBuf)      // all sent: the buffer serves the next writer on this loop
             if state == .closing { close(); return }
         } else if writeStart > 64 * 1024 {
             writeBuf.removeSubrange(0..<writeStart)

@@ -74,6 +74,28 @@ public final class HTTPServer: @unchecked Sendable {
         var trimTimer: LoopTimer?
         /// Per-loop read scratch: a connection copies out only what it read.
         var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        /// Write buffers of connections with nothing queued. A connection borrows one to queue an
+        /// answer (or one callback's stream events) and gives it back once the socket took it
+        /// all: an open stream holds no buffer between events, and no event allocates one.
+        /// Unchecked exclusivity: touched only by the two small methods below, which call out to
+        /// nothing (the dynamic check cost more than the rest of the borrowing, per event).
+        @exclusivity(unchecked) var spareWriteBuffers: [[UInt8]] = []
+        static let maxSpareWriteBuffers = 64
+        static let maxSpareWriteBufferBytes = 16 * 1024
+
+        @inline(__always)
+        func takeWriteBuffer() -> [UInt8] { spareWriteBuffers.popLast() ?? [] }
+
+        /// Takes `buffer` (emptied) into the spares, or lets it go; leaves `buffer` empty.
+        @inline(__always)
+        func giveBack(_ buffer: inout [UInt8]) {
+            guard buffer.capacity > 0 else { return }
+            if buffer.capacity <= Worker.maxSpareWriteBufferBytes && spareWriteBuffers.count < Worker.maxSpareWriteBuffers {
+                buffer.removeAll(keepingCapacity: true)
+                spareWriteBuffers.append(buffer)
+            }
+            buffer = []
+        }
 
         init(server: HTTPServer, loop: EventLoop, listenFD: Int32) {
             self.server = server; self.loop = loop; self.listenFD = listenFD

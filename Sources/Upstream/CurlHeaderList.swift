@@ -71,8 +71,15 @@ struct CurlHeaderList {
 
     private var own = Chain()
     private var shared: UpstreamHeaderBlock?
-    /// What to hand libcurl (valid while this value and its block live).
-    private(set) var list: UnsafeMutablePointer<curl_slist>?
+    /// What to hand libcurl (valid while this value and its block live): the own lines, which
+    /// lead to the shared block's, or the block's (or the suppressors) alone.
+    var list: UnsafeMutablePointer<curl_slist>? {
+        if let head = own.head { return head }
+        if let shared { return shared.list }
+        return isEmpty ? nil : CurlHeaderList.suppressors
+    }
+    /// No list at all: before `configure`, after `free`.
+    private var isEmpty = true
 
     /// No list yet (a transfer before `configure`).
     init() {}
@@ -82,7 +89,8 @@ struct CurlHeaderList {
         line.reserveCapacity(256)
         for (name, value) in fields { own.append(name, value, scratch: &line) }
         self.shared = shared
-        list = own.link(to: shared?.list ?? CurlHeaderList.suppressors)
+        _ = own.link(to: shared?.list ?? CurlHeaderList.suppressors)
+        isEmpty = false
     }
 
     /// Frees this transfer's own lines; the shared block and the suppressors stay.
@@ -93,7 +101,7 @@ struct CurlHeaderList {
         }
         own = Chain()
         shared = nil
-        list = nil
+        isEmpty = true
     }
 
     /// `Name: value` NUL-terminated into `out` for libcurl's list, as bytes: CR, LF and NUL

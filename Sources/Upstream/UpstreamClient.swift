@@ -51,6 +51,9 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     /// > 0 while a libcurl call that may run callbacks is on the stack.
     fileprivate var curlDepth = 0
     private var deferred: [() -> Void] = []
+    /// Transfers whose response head has arrived: their error buffers are dropped once outside
+    /// libcurl (see `CurlTransfer.dropErrorBuffer`).
+    private var headsArrived: [CurlTransfer] = []
     private var settling = false
     private var running: Int32 = 0
     /// Reset easy handles kept for the next transfers: `curl_easy_init` and the buffers libcurl
@@ -353,6 +356,10 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         settle()
     }
 
+    fileprivate func headArrived(_ t: CurlTransfer) {
+        if curlDepth == 0 { t.dropErrorBuffer() } else { headsArrived.append(t) }
+    }
+
     fileprivate func whenOutsideCurl(_ op: @escaping () -> Void) {
         if curlDepth == 0 { op() } else { deferred.append(op) }
     }
@@ -363,6 +370,10 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
         settling = true
         defer { settling = false }
         repeat {
+            if !headsArrived.isEmpty {
+                for t in headsArrived { t.dropErrorBuffer() }
+                headsArrived.removeAll(keepingCapacity: true)
+            }
             while !deferred.isEmpty {
                 let ops = deferred
                 deferred.removeAll()
@@ -422,7 +433,6 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
     private var uploaded: Int64 = 0
     private var stallTimer: LoopTimer?
     private var received = 0
-    private let urlHost: String
     private let urlParts: (scheme: String, host: String)?
     /// libcurl's receive buffer for this transfer (the request's, else the client's setting).
     let bufferSize: Int
@@ -455,7 +465,6 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
         stallMillis = max(0, request.stallTimeoutMillis)
         allowList = request.addressAllowList
         urlParts = client.urlParts(request.url)
-        urlHost = urlParts?.host ?? ""
         let wanted: Int = request.receiveBufferBytes ?? client.settings.bufferSize
         bufferSize = Swift.min(Swift.max(wanted, 1_024), 524_288)
     }
@@ -706,7 +715,7 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
             refusedReason = "unsupported address family \(address.pointee.family)"
             return veil_curl_socket_bad()
         }
-        if let why = AddressPolicy.refusal(address: ip, host: urlHost, allowList: allowList) {
+        if let why = AddressPolicy.refusal(address: ip, host: urlParts?.host ?? "", allowList: allowList) {
             refusedReason = why
             return veil_curl_socket_bad()
         }
@@ -828,8 +837,23 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
         let head = UpstreamResponseHead(status: status, headers: blockFields,
                                         httpVersion: version >= Int(CURL_HTTP_VERSION_2_0) ? 2 : 1)
         blockFields.removeAll()
+        client?.headArrived(self)
         callDelegate { $0.upstreamDidReceiveHead(head) }
     }
+
+    /// libcurl's error buffer (257 bytes) is worth its detail while connecting ("Failed to
+    /// connect to … after 3 ms: Connection refused"); once the head has arrived an error can
+    /// only be a cut or a timeout, which `curl_easy_strerror` names well enough. A stream holds
+    /// its transfer for minutes: the buffer is dropped here (outside libcurl's callbacks).
+    func dropErrorBuffer() {
+        guard let b = errorBuffer else { return }
+        if let h = easy { _ = veil_easy_setopt_pointer(h, CURLOPT_ERRORBUFFER, nil) }
+        b.deallocate()
+        errorBuffer = nil
+    }
+
+    /// Whether the transfer still holds libcurl's error buffer (tests).
+    var holdsErrorBuffer: Bool { errorBuffer != nil }
 
     private func callDelegate(_ body: (UpstreamDelegate) -> Void) {
         guard !isFinished, let d = delegate else { return }

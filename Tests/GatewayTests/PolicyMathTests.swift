@@ -160,14 +160,15 @@ import Store
     }
 }
 
-/// Request ids Veil makes: `req_` and 24 lower-case hex digits, unique; a caller's plain id is kept.
+/// Request ids Veil makes: `req_` and 11 base-62 digits (15 bytes: kept inline by String, no
+/// allocation), unique; a caller's plain id is kept.
 @Test func generatedRequestIDs() {
     var seen = Set<String>()
     for _ in 0..<1_000 {
         let id = Exchange.requestID(from: nil)
-        #expect(id.utf8.count == 28)
+        #expect(id.utf8.count == 15)
         #expect(id.hasPrefix("req_"))
-        #expect(id.utf8.dropFirst(4).allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
+        #expect(id.utf8.dropFirst(4).allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) })
         seen.insert(id)
     }
     #expect(seen.count == 1_000)

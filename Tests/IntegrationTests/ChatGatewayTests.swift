@@ -16,6 +16,10 @@ import Testing
         let seen = h.sandbox.requests(matching: "/v1/chat/completions")
         #expect(seen.count == 1)
         #expect(seen.first?.header("authorization") == "Bearer \(h.upstreamKey)")
+        // From the configuration's shared header block: JSON body, identity encoding, once each.
+        #expect(seen.first?.header("content-type") == "application/json")
+        #expect(seen.first?.header("accept-encoding") == "identity")
+        #expect(seen.first?.headers.values("content-type").count == 1)
         // The caller's token, cookies and unknown headers stay on the caller's side.
         #expect(seen.first?.header("cookie") == nil)
         #expect(seen.first?.header("x-custom") == nil)

@@ -295,9 +295,11 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         let rec = Recorder()
         h.start(UpstreamRequest(method: "GET", url: "http://127.0.0.1:\(port)/"), rec)
         #expect(rec.waitFinished())
-        guard case .connect? = rec.finishes.first! else {
+        guard case .connect(let why)? = rec.finishes.first! else {
             Issue.record("expected .connect, got \(String(describing: rec.finishes))"); return
         }
+        // libcurl's own detail (its error buffer) follows its generic text.
+        #expect(why.contains(": "), "\(why)")
         #expect(rec.snapshot.head == nil)
     }
 
@@ -416,6 +418,36 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         h.start(req, rec)
         #expect(rec.waitFinished())
         #expect(rec.finishes.first! == nil)
+    }
+
+    /// A stream holds its transfer for minutes: libcurl's error buffer goes once the head is in
+    /// (checked from a later data callback, i.e. after leaving libcurl once). A cut after that is
+    /// still `.broken`, named by libcurl's error text; a connect failure keeps its detail.
+    @Test func errorBufferIsDroppedOnceTheHeadArrives() {
+        let cut = DispatchSemaphore(value: 0)
+        let server = TestServer { conn, _ in
+            conn.send(chunkedHead)
+            conn.chunk("data: one\n\n")
+            _ = cut.wait(timeout: .now() + 3)
+            conn.chunk("data: two\n\n")
+            return false                                  // closed without the last chunk
+        }
+        let h = LoopHarness()
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        let gotOne = DispatchSemaphore(value: 0)
+        rec.onData = { _, total in if total == "data: one\n\n".utf8.count { gotOne.signal() } }
+        h.start(UpstreamRequest(method: "GET", url: server.url + "/stream"), rec)
+        #expect(gotOne.wait(timeout: .now() + 5) == .success)
+        let held = h.onLoop { (rec.transfer as? CurlTransfer)?.holdsErrorBuffer }
+        cut.signal()
+        #expect(rec.waitFinished())
+        #expect(held == false, "the error buffer outlived the head")
+        guard case .broken(let why)? = rec.finishes.first! else {
+            Issue.record("expected .broken, got \(String(describing: rec.finishes))"); return
+        }
+        #expect(!why.isEmpty)
+        #expect(rec.bodyText == "data: one\n\ndata: two\n\n")
     }
 
     @Test func truncatedBodyIsBroken() {

@@ -120,7 +120,7 @@ enum CharacterRoutes {
         guard PendingCharacterNames.shared.reserve(input.name, gateway: g) else { return x.fail(nameTakenError(input.name)) }
         let body = upstreamCharacterCreateBody(name: input.name, description: input.description,
                                                upstreamVideoID: input.upstreamVideoID, timestamps: input.timestamps)
-        let r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.upstreamBase + "/v1/characters", extra: [("content-type", "application/json")], body: body)
+        let r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.upstreamBase + "/v1/characters", body: body, json: true)
         BufferedCall.start(x.context, r) { result in
             defer { PendingCharacterNames.shared.release(input.name, gateway: g) }
             x.upstreamLatencyMillis = x.elapsedMillis

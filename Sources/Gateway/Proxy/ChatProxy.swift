@@ -50,7 +50,7 @@ final class ChatProxy: UpstreamDelegate {
         let p = ChatProxy(x)
         p.streamSlot = slot
         let cfg = x.snapshot.config.upstream
-        var r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.chatCompletionsURL, forwarding: x.request.headers, body: x.request.body)
+        var r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.chatCompletionsURL, forwarding: x.request.headers, body: x.request.body, json: true)
         r.connectTimeoutMillis = cfg.connectTimeoutMillis
         r.timeoutMillis = cfg.requestTimeoutMillis
         r.stallTimeoutMillis = cfg.stallTimeoutMillis
@@ -88,7 +88,7 @@ final class ChatProxy: UpstreamDelegate {
         x.sendHead(200, headers: h)
         headSent = true
         upstreamHeaders = []          // sent; not held for the stream's lifetime
-        x.releaseRequestPayload()     // libcurl holds its own copy of the body until the end
+        x.releaseAfterHead()          // libcurl holds its own copy of the body until the end
         x.context.ops?.metrics.streamOpened()
     }
 

@@ -14,17 +14,19 @@ enum HeaderPolicy {
     /// The fields every upstream request carries alike, per configuration: the key's
     /// `Authorization` value (`Bearer <key>`) and `Accept-Encoding: identity` (an empty one would
     /// still let libcurl ask for nothing; bodies must arrive as identity to be redacted).
-    static func sharedUpstreamHeaders(authorization: String) -> UpstreamHeaderBlock {
-        UpstreamHeaderBlock([("authorization", authorization), ("accept-encoding", "identity")])
+    static func sharedUpstreamHeaders(authorization: String, json: Bool = false) -> UpstreamHeaderBlock {
+        UpstreamHeaderBlock([("authorization", authorization), ("accept-encoding", "identity")]
+                            + (json ? [("content-type", "application/json")] : []))
     }
 
     /// A request's own fields: the caller's allowed ones, then Veil's `x-request-id`.
-    static func upstreamHeaders(from caller: HTTPHeaders, requestID: String) -> [(name: String, value: String)] {
+    static func upstreamHeaders(from caller: HTTPHeaders, requestID: String, omitting omitted: String? = nil) -> [(name: String, value: String)] {
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(4)
         for f in caller {
             // The lower-case spelling from the allow-list itself: no lowercased copy per field.
-            guard let name = forwardedRequestNames.first(where: { asciiCaseInsensitiveEquals($0, f.name) }) else { continue }
+            guard let name = forwardedRequestNames.first(where: { asciiCaseInsensitiveEquals($0, f.name) }),
+                  name != omitted else { continue }
             out.append((name, f.value))
         }
         out.append(("x-request-id", requestID))
@@ -33,10 +35,13 @@ enum HeaderPolicy {
 
     /// A request to the upstream as Veil sends it: `upstreamHeaders` plus `extra` as its own
     /// fields, and the configuration's shared block (the key) behind them.
+    /// `json`: the body is JSON Veil has parsed, so it is sent as `application/json` whatever
+    /// the caller said, from the shared block (one line less per request, held by every stream).
     static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, forwarding caller: HTTPHeaders = HTTPHeaders(),
-                                extra: [(name: String, value: String)] = [], body: [UInt8] = []) -> UpstreamRequest {
-        var r = UpstreamRequest(method: method, url: url, headers: upstreamHeaders(from: caller, requestID: x.requestID) + extra, body: body)
-        r.sharedHeaders = x.snapshot.upstreamHeaders
+                                extra: [(name: String, value: String)] = [], body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
+        let own = upstreamHeaders(from: caller, requestID: x.requestID, omitting: json ? "content-type" : nil)
+        var r = UpstreamRequest(method: method, url: url, headers: extra.isEmpty ? own : own + extra, body: body)
+        r.sharedHeaders = json ? x.snapshot.upstreamJSONHeaders : x.snapshot.upstreamHeaders
         return r
     }
 

@@ -9,13 +9,16 @@ import Glibc
 /// line per request.
 public final class Exchange {
     public private(set) var request: HTTPRequest
-    /// The request body's size, kept when the body itself is let go (`releaseRequestPayload`).
+    /// The request body's size, kept when the body itself is let go (`releaseAfterHead`).
     public let bytesIn: Int
     public let response: HTTPResponder
     public let context: LoopContext
     public let snapshot: ConfigSnapshot
     let log: GatewayLog
-    public var team: GatewayConfig.Team?
+    /// The authenticated team, as an index into this exchange's configuration snapshot: the
+    /// `Team` value itself is ~100 bytes, held by every open stream otherwise.
+    public var teamIndex: Int?
+    public var team: GatewayConfig.Team? { teamIndex.map { snapshot.team($0) } }
     public let requestID: String
     public let startedAt: UInt64
     // Filled as the exchange proceeds, read by the access log.
@@ -53,33 +56,35 @@ public final class Exchange {
             return h
         }
         // No syscall per request (the system generator makes one per call; this used to make
-        // twelve): a process-wide random salt plus an atomic counter, mixed by SplitMix64 (a
-        // bijection), so ids are unique within the process and unpredictable across processes.
+        // twelve): a process-wide random salt plus an atomic counter, mixed by SplitMix64 twice
+        // with a second salt between (a bijection of the counter), so ids are unique within the
+        // process and differ across processes. They are labels, not secrets.
         let n = requestIDCounter.add(1, ordering: .relaxed).newValue
-        let w0 = splitMix64(requestIDSalt.0 &+ n)
-        let words = (w0, splitMix64(w0 ^ requestIDSalt.1))
-        // "req_" + 24 hex digits, written straight into the string's storage (one allocation).
-        return String(unsafeUninitializedCapacity: 28) { out in
-            let hex: StaticString = "0123456789abcdef"
-            let digits = hex.utf8Start
+        var w = splitMix64(splitMix64(requestIDSalt.0 &+ n) ^ requestIDSalt.1)
+        // "req_" + 11 base-62 digits (62^11 > 2^64): 15 bytes, which Swift keeps inline in the
+        // String itself — no allocation per request, none held per open stream.
+        return String(unsafeUninitializedCapacity: 15) { out in
+            let alphabet: StaticString = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+            let digits = alphabet.utf8Start
             out[0] = 0x72; out[1] = 0x65; out[2] = 0x71; out[3] = 0x5F          // "req_"
-            for i in 0..<12 {
-                let b = UInt8(truncatingIfNeeded: i < 8 ? words.0 >> (8 * UInt64(i)) : words.1 >> (8 * UInt64(i - 8)))
-                out[4 + 2 * i] = digits[Int(b >> 4)]
-                out[5 + 2 * i] = digits[Int(b & 15)]
+            for i in 0..<11 {
+                out[4 + i] = digits[Int(w % 62)]
+                w /= 62
             }
-            return 28
+            return 15
         }
     }
 
     public var path: Substring { request.path }
 
-    /// Lets go of the request's body and header fields once nothing will read them again (a
-    /// stream under way: its prompt can be many KiB, held for minutes otherwise). Method, target
-    /// and `bytesIn` stay for the access log and the usage record.
-    public func releaseRequestPayload() {
+    /// Lets go of what a stream no longer needs once its head is sent: the request's body and
+    /// header fields (its prompt can be many KiB, held for minutes otherwise) and the answer's
+    /// common fields (already sent). Method, target, the request id and `bytesIn` stay for the
+    /// access log and the usage record.
+    public func releaseAfterHead() {
         request.body = []
         request.head.headers = HTTPHeaders()
+        commonHeaders = HTTPHeaders()
     }
 
     /// Milliseconds from `start` to `now`, never negative. The loop's cached `now` (read once per

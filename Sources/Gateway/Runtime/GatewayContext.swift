@@ -20,6 +20,8 @@ public final class ConfigSnapshot: Sendable {
     public let apiKeyBytes: [UInt8]
     public let chatCompletionsURL: String
     public let upstreamHeaders: UpstreamHeaderBlock
+    /// The same plus `Content-Type: application/json`, for bodies Veil parsed as JSON.
+    public let upstreamJSONHeaders: UpstreamHeaderBlock
 
     public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
         self.config = config
@@ -33,6 +35,7 @@ public final class ConfigSnapshot: Sendable {
         apiKeyBytes = Array(config.upstream.apiKey.utf8)
         chatCompletionsURL = b + "/v1/chat/completions"
         upstreamHeaders = HeaderPolicy.sharedUpstreamHeaders(authorization: "Bearer " + config.upstream.apiKey)
+        upstreamJSONHeaders = HeaderPolicy.sharedUpstreamHeaders(authorization: "Bearer " + config.upstream.apiKey, json: true)
     }
 
     public func team(_ index: Int) -> GatewayConfig.Team { config.teams[index] }

@@ -1,0 +1,71 @@
+import Dispatch
+import Glibc
+@testable import HTTPServer
+import HTTPWire
+import Reactor
+import Testing
+
+/// Write buffers are borrowed from the loop while bytes are queued and given back once the
+/// socket took them: an open stream holds none between its events (memory per stream), and
+/// reusing them means no event allocates one.
+@Suite struct WriteBufferTests {
+    final class Answer: HTTPHandler, @unchecked Sendable {
+        func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
+            if request.path == "/stream" {
+                response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/event-stream"]))
+                response.write(Array("data: 1\n\n".utf8))
+                request.loop.schedule(afterMillis: 400) {
+                    response.write(Array("data: 2\n\n".utf8))
+                    response.end()
+                }
+                return
+            }
+            response.respond(status: 200, headers: ["content-type": "text/plain"], body: Array(repeating: 0x61, count: 2_000))
+        }
+    }
+
+    @Test func aStreamHoldsNoWriteBufferBetweenEvents() throws {
+        let ls = try LoopServer(Answer(), loopID: 34, name: "write-buffers")
+        defer { ls.stop() }
+        let loop = ls.loop, server = ls.server
+        func onLoop<T>(_ f: @escaping @Sendable () -> T) -> T {
+            let sem = DispatchSemaphore(value: 0)
+            nonisolated(unsafe) var out: T?
+            loop.execute { out = f(); sem.signal() }
+            _ = sem.wait(timeout: .now() + 5)
+            return out!
+        }
+        let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 3_000)
+        defer { close(fd) }
+        RawHTTPClient.sendAll(fd, Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        // Read until the first event is in: head and event 1 were sent, event 2 is 400 ms away.
+        var got: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while !String(decoding: got, as: UTF8.self).contains("data: 1") {
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { Issue.record("connection ended early"); return }
+            got += buf[0..<n]
+        }
+        let (held, spares) = onLoop { () -> (Int, Int) in
+            let w = server.workers[0]
+            return (w.connections.values.map { $0.writeBuf.capacity }.reduce(0, +), w.spareWriteBuffers.count)
+        }
+        #expect(held == 0, "an open stream kept a write buffer between events")
+        #expect(spares == 1, "the buffer went back to the loop")
+        // The rest of the stream and a whole answer after it, on the same connection and buffer.
+        while !String(decoding: got, as: UTF8.self).hasSuffix("0\r\n\r\n") {
+            let n = recv(fd, &buf, buf.count, 0)
+            guard n > 0 else { Issue.record("stream cut"); return }
+            got += buf[0..<n]
+        }
+        #expect(String(decoding: got, as: UTF8.self).contains("data: 2"))
+        for _ in 0..<20 {
+            RawHTTPClient.sendAll(fd, Array("GET /x HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var reader = RawHTTPClient.Reader(fd: fd)
+            let r = try reader.readResponse(isHead: false)
+            #expect(r.status == 200 && r.body.count == 2_000)
+        }
+        let after = onLoop { server.workers[0].spareWriteBuffers.count }
+        #expect(after == 1, "sequential answers reuse one buffer")
+    }
+}
