@@ -206,13 +206,14 @@ class Env:
         self.upstream = p
 
     # nginx ---------------------------------------------------------------------------------
-    def nginx_conf(self, port, workers, access_log=False):
+    def nginx_conf(self, port, workers, access_log=False, single_process=False):
         t = self.tmp
         os.makedirs(f"{t}/nginx", exist_ok=True)
         conns = max(1024, self.nofile - 64)
         al = f"access_log {t}/nginx/access.log;" if access_log else "access_log off;"
         conf = f"""
 worker_processes {workers};
+{"master_process off;" if single_process else ""}
 daemon off;
 pid {t}/nginx/nginx.pid;
 error_log {t}/nginx/error.log warn;
@@ -258,8 +259,8 @@ http {{
             f.write(conf)
         return path
 
-    def nginx_cmd(self, port, workers, access_log=False):
-        conf = self.nginx_conf(port, workers, access_log)
+    def nginx_cmd(self, port, workers, access_log=False, single_process=False):
+        conf = self.nginx_conf(port, workers, access_log, single_process)
         return ["nginx", "-p", f"{self.tmp}/nginx", "-c", conf]
 
     def start_nginx(self, workers, access_log=False):
@@ -585,6 +586,93 @@ def scenario_video(env, workers):
 
 
 # ---------------------------------------------------------------------------------------------
+# scenario 6: instructions per request and per event, under callgrind
+
+CHAT_BODY = '{"model":"bench-model","messages":[{"role":"user","content":"Say something of about a kilobyte."}]}'
+
+
+def sequential_chat(port, token, n):
+    """n non-streaming chat requests, one after another on one kept-alive connection."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    ok = 0
+    for _ in range(n):
+        c.request("POST", "/v1/chat/completions", CHAT_BODY, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        r.read()
+        ok += r.status == 200
+    c.close()
+    return ok
+
+
+def callgrind_total(env, name, cmd, port, stop_sig, work):
+    """Runs `cmd` under callgrind, `work()` against it, stops it; returns the instructions it
+    executed in user space (all threads), from callgrind's totals."""
+    out = f"{env.tmp}/callgrind-{name}.out"
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
+                         stdout=subprocess.DEVNULL, stderr=open(f"{env.tmp}/callgrind-{name}.log", "w"))
+    started.append(p)
+    wait_ready(port, f"{name} under valgrind", timeout=120)
+    done = work()
+    stop_proc(p, stop_sig, timeout=60)
+    with open(out) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1]), done
+    raise RuntimeError(f"no totals in {out}")
+
+
+def scenario_instructions(env, workers):
+    """Instructions (user space) per proxied request and per streamed event, counted by callgrind:
+    a deterministic figure — the same binary and input give the same count whatever else the
+    machine does — where CPU time moves by ±15 % between runs. Each proxy runs twice, for a small
+    and a large amount of work; the difference divided by the difference in work removes start-up
+    and shutdown. The upstream runs natively."""
+    a = env.args
+    veil_bin = f"{env.tmp}/veil-nodebug"        # valgrind cannot read the toolchain's DWARF 5
+    subprocess.run(["objcopy", "--strip-debug", env.veil, veil_bin], check=True)
+    n1, n2 = a.ir_requests
+    e1, e2 = a.ir_events
+    streams = a.ir_streams
+    res = {}
+    for name in ("nginx", "Veil"):
+        def cmd(port):
+            if name == "nginx":
+                return env.nginx_cmd(port, 1, single_process=True)
+            return [veil_bin] + env.veil_cmd(port, workers)[1:]
+        sig = signal.SIGQUIT if name == "nginx" else signal.SIGTERM
+        counts = []
+        for n in (n1, n2):
+            port = free_port()
+            total, ok = callgrind_total(env, f"{name}-chat-{n}", cmd(port), port, sig, lambda: sequential_chat(port, TEAM_TOKEN, n))
+            if ok != n:
+                raise RuntimeError(f"{name}: {ok}/{n} chat answers were 200")
+            counts.append(total)
+        per_req = (counts[1] - counts[0]) / (n2 - n1)
+        ev = []
+        for e in (e1, e2):
+            port = free_port()
+            total, r = callgrind_total(env, f"{name}-sse-{e}", cmd(port), port, sig,
+                                       lambda: run_sse(env, port, TEAM_TOKEN, streams, e, 5, 20))
+            if r["events"] != streams * e:
+                raise RuntimeError(f"{name}: {r['events']}/{streams * e} events")
+            ev.append(total)
+        per_event = (ev[1] - ev[0]) / ((e2 - e1) * streams)
+        res[name] = {"per_request": per_req, "per_event": per_event}
+        log(f"  instructions {name}: {per_req:,.0f} per request, {per_event:,.0f} per event")
+    rows = [[n, f"{res[n]['per_request']:,.0f}", f"{res[n]['per_event']:,.0f}"] for n in ("nginx", "Veil")]
+    rows.append(["**Veil/nginx**", ratio(res["Veil"]["per_request"], res["nginx"]["per_request"]),
+                 ratio(res["Veil"]["per_event"], res["nginx"]["per_event"])])
+    title = f"### 6. Instructions per proxied request and per streamed event — `valgrind --tool=callgrind`, {workers} worker each"
+    note = (f"User-space instructions of the proxy process (all its threads: Veil's usage writer included), "
+            f"from callgrind's totals: per request = (I({n2} requests) − I({n1})) / {n2 - n1}, sequential non-streaming "
+            f"chat requests on one kept-alive connection; per event = (I({e2} events) − I({e1})) / ({e2 - e1} × {streams}), "
+            f"{streams} streams with an event every 5 ms. Kernel work (the sends and receives) is not counted. "
+            "Deterministic: rerunning the same binaries gives the same figures to within a fraction of a percent.")
+    return title + "\n\n" + table(["proxy", "instructions per request", "instructions per event"], rows) + "\n\n" + note, res
+
+
+# ---------------------------------------------------------------------------------------------
 # scenario 5: cold start
 
 def cold_start(env, cmd, port, settle=1.0):
@@ -655,7 +743,7 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--veil", required=True)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="chat,sse,video,cold")
+    ap.add_argument("--only", default="chat,sse,video,cold,instructions")
     ap.add_argument("--workers", type=int, default=1, help="event loops (Veil) / worker processes (nginx)")
     ap.add_argument("--chat-workers", default=None, help="comma list for scenario 1 (default: --workers)")
     ap.add_argument("--upstream-threads", type=int, default=1)
@@ -677,6 +765,9 @@ def main():
     args.video_bytes = (256 if q else 2048) << 20
     args.video_runs = 1 if q else 3
     args.cold_runs = 3 if q else 10
+    args.ir_requests = (50, 250) if q else (100, 600)
+    args.ir_events = (10, 60) if q else (20, 220)
+    args.ir_streams = 10
     chat_workers = [int(x) for x in (args.chat_workers or str(args.workers)).split(",")]
     only = set(args.only.split(","))
 
@@ -740,6 +831,11 @@ def main():
             log(f"== scenario 4: video download, {args.workers} worker(s)")
             t, s = scenario_video(env, args.workers)
             results["video"] = s
+            emit(t)
+        if "instructions" in only:
+            log(f"== scenario 6: instructions under callgrind, {args.workers} worker(s)")
+            t, s = scenario_instructions(env, args.workers)
+            results["instructions"] = s
             emit(t)
         if "cold" in only:
             log(f"== scenario 5: cold start, {args.workers} worker(s)")
