@@ -832,15 +832,15 @@ def main():
             t, s = scenario_video(env, args.workers)
             results["video"] = s
             emit(t)
-        if "instructions" in only:
-            log(f"== scenario 6: instructions under callgrind, {args.workers} worker(s)")
-            t, s = scenario_instructions(env, args.workers)
-            results["instructions"] = s
-            emit(t)
         if "cold" in only:
             log(f"== scenario 5: cold start, {args.workers} worker(s)")
             t, s = scenario_cold(env, args.workers)
             results["cold"] = s
+            emit(t)
+        if "instructions" in only:
+            log(f"== scenario 6: instructions under callgrind, {args.workers} worker(s)")
+            t, s = scenario_instructions(env, args.workers)
+            results["instructions"] = s
             emit(t)
     finally:
         cleanup()
