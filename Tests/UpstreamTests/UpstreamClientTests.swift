@@ -421,7 +421,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
     }
 
     /// A stream holds its transfer for minutes: libcurl's error buffer goes once the head is in
-    /// (checked from a later data callback, i.e. after leaving libcurl once). A cut after that is
+    /// (checked on the loop while the stream waits for its second event). A cut after that is
     /// still `.broken`, named by libcurl's error text; a connect failure keeps its detail.
     @Test func errorBufferIsDroppedOnceTheHeadArrives() {
         let cut = DispatchSemaphore(value: 0)
