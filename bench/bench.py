@@ -667,8 +667,10 @@ def scenario_instructions(env, workers):
     note = (f"User-space instructions of the proxy process (all its threads: Veil's usage writer included), "
             f"from callgrind's totals: per request = (I({n2} requests) − I({n1})) / {n2 - n1}, sequential non-streaming "
             f"chat requests on one kept-alive connection; per event = (I({e2} events) − I({e1})) / ({e2 - e1} × {streams}), "
-            f"{streams} streams with an event every 5 ms. Kernel work (the sends and receives) is not counted. "
-            "Deterministic: rerunning the same binaries gives the same figures to within a fraction of a percent.")
+            f"{streams} streams with an event every 5 ms (so it also carries what the proxy does on its own timers "
+            "while the streams run). Kernel work (the sends and receives) is not counted. Deterministic: rerunning "
+            "the same binaries gives the same figures to within a fraction of a percent; `--quick` uses fewer "
+            "requests and events, so compare builds within one mode.")
     return title + "\n\n" + table(["proxy", "instructions per request", "instructions per event"], rows) + "\n\n" + note, res
 
 
