@@ -86,7 +86,12 @@ struct CurlHeaderList {
 
     init(_ fields: [(name: String, value: String)], shared: UpstreamHeaderBlock?) {
         var line: [UInt8] = []
-        line.reserveCapacity(256)
+        self.init(fields, shared: shared, scratch: &line)
+    }
+
+    /// `scratch`: a buffer the caller keeps (the client's, one per loop) for building lines, so a
+    /// request allocates none.
+    init(_ fields: [(name: String, value: String)], shared: UpstreamHeaderBlock?, scratch line: inout [UInt8]) {
         for (name, value) in fields { own.append(name, value, scratch: &line) }
         self.shared = shared
         _ = own.link(to: shared?.list ?? CurlHeaderList.suppressors)

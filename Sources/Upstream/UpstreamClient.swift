@@ -51,6 +51,8 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     /// > 0 while a libcurl call that may run callbacks is on the stack.
     fileprivate var curlDepth = 0
     private var deferred: [() -> Void] = []
+    /// Where transfers build their header lines (loop thread only; reused, never shrunk).
+    fileprivate var headerLineScratch: [UInt8] = []
     /// Transfers whose response head has arrived: their error buffers are dropped once outside
     /// libcurl (see `CurlTransfer.dropErrorBuffer`).
     private var headsArrived: [CurlTransfer] = []
@@ -593,7 +595,11 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
 
         // Headers: the request's own lines, then the shared block's (linked, not copied), then
         // the lines that suppress libcurl's own Accept, Expect and form Content-Type.
-        headers = CurlHeaderList(r.headers, shared: r.sharedHeaders)
+        if let client {
+            headers = CurlHeaderList(r.headers, shared: r.sharedHeaders, scratch: &client.headerLineScratch)
+        } else {
+            headers = CurlHeaderList(r.headers, shared: r.sharedHeaders)
+        }
         _ = veil_easy_setopt_slist(h, CURLOPT_HTTPHEADER, headers.list)
 
         _ = veil_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION) { p, size, n, ud in
@@ -757,6 +763,7 @@ final class CurlTransfer: UpstreamTransfer, TimerTarget, @unchecked Sendable {
         } else if let colon = text.firstIndex(of: 58) {
             let name = Self.trimmed(UnsafeBufferPointer(rebasing: text[..<colon]))
             let value = Self.trimmed(UnsafeBufferPointer(rebasing: text[(colon + 1)...]))
+            if blockFields.isEmpty { blockFields.reserveCapacity(8) }   // one allocation, not one per doubling
             blockFields.append((Self.string(name), Self.string(value)))
         }
         return len

@@ -282,4 +282,9 @@ func connectionSemantics(_ c: ConnCase) throws {
     #expect(bare.path == "/v1/models")
     #expect(bare.query == nil)
     #expect(HTTPRequestHead(method: "GET", target: "/x?").query == "")
+    // Multi-byte UTF-8 before the mark: the byte offset maps back to the right index.
+    let wide = HTTPRequestHead(method: "GET", target: "/vidéo/ü?x=ä")
+    #expect(wide.path == "/vidéo/ü")
+    #expect(wide.query == "x=ä")
+    #expect(HTTPRequestHead(method: "GET", target: "?only").path == "")
 }
