@@ -69,6 +69,41 @@ import Testing
         #expect(c.teams.map(\.name) == ["web"])
     }
 
+    /// YAML is read without implicit typing (no regex resolver at start-up); the reader types
+    /// values itself. Null (`~`, `null`, nothing) is "not given"; a quoted "null" is a string;
+    /// numbers and booleans are accepted quoted or not; a key given twice is refused.
+    @Test func scalarsNullsAndDuplicateKeys() throws {
+        let typed = try ConfigLoader.load(yaml: base + """
+
+            workers: "3"
+            shutdown_grace_ms: 250
+            cors:
+            metrics:
+              enabled: off
+            log: ~
+            """, environment: env)
+        #expect(typed.workers == 3)
+        #expect(typed.shutdownGraceMillis == 250)
+        #expect(typed.cors.allowedOrigins.isEmpty)
+        #expect(typed.metrics.enabled == false)
+        let quoted = try ConfigLoader.load(yaml: base.replacingOccurrences(of: "\"${KEY}\"", with: "\"null\""), environment: env)
+        #expect(quoted.upstream.apiKey == "null")
+        // Unquoted null is "not given": the key then comes from the environment, or is missing.
+        let bare = base.replacingOccurrences(of: "\"${KEY}\"", with: "null")
+        #expect(try ConfigLoader.load(yaml: bare, environment: ["VEIL_UPSTREAM_KEY": "sk-env"]).upstream.apiKey == "sk-env")
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: bare, environment: [:]) }
+        for twice in [base + "\nlisten: a\nlisten: b\n", base.replacingOccurrences(of: "  api_key:", with: "  base_url: x\n  api_key:")] {
+            #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: twice, environment: env) }
+        }
+        do {
+            _ = try ConfigLoader.load(yaml: base + "\nlisten: a\nlisten: b\n", environment: env)
+        } catch {
+            #expect(error.description.contains("`listen` is given twice"), "\(error)")
+        }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: base + "\n[a, b]: 1\n", environment: env) }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(yaml: base + "\nworkers: 1.5\n", environment: env) }
+    }
+
     @Test func hashTokenIsSHA256Hex() {
         #expect(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         // Empty and multi-block inputs (the low-level SHA256_Init/Update/Final path).

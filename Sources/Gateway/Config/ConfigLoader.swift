@@ -1,6 +1,4 @@
-import Foundation  // NSNull only: Yams (which links Foundation anyway) maps YAML null to it
 import Translation
-import Yams
 
 /// A configuration problem, naming the key and what is wrong with it.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
@@ -16,9 +14,9 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 public enum ConfigLoader {
     public static func load(yaml text: String, environment: [String: String]) throws(ConfigError) -> GatewayConfig {
         let root: Any?
-        do { root = try Yams.load(yaml: text) } catch { throw ConfigError("", "not valid YAML: \(error)") }
+        do { root = try YAMLTree.load(text) } catch { throw ConfigError("", "not valid YAML: \(error)") }
         let doc: [String: Any]
-        if root == nil { doc = [:] } else if let d = root as? [String: Any] { doc = d } else {
+        if root == nil || root is YAMLTree.Null { doc = [:] } else if let d = root as? [String: Any] { doc = d } else {
             throw ConfigError("", "the top level must be a mapping")
         }
         let r = Reader(environment: environment)
@@ -163,7 +161,7 @@ private struct Reader {
     }
 
     func section(_ parent: [String: Any], _ name: String, allowed: Set<String>, prefix: String = "") throws(ConfigError) -> [String: Any]? {
-        guard let v = parent[name], !(v is NSNull) else { return nil }
+        guard let v = parent[name], !(v is YAMLTree.Null) else { return nil }
         return try mapping(v, prefix + name, allowed: allowed)
     }
 
@@ -187,7 +185,7 @@ private struct Reader {
 
     func string(_ m: [String: Any], _ key: String) throws(ConfigError) -> String? {
         guard let v = m[leaf(key)] else { return nil }
-        if v is NSNull { return nil }
+        if v is YAMLTree.Null { return nil }
         if let s = v as? String { return try interpolate(s, key) }
         if let i = v as? Int { return String(i) }
         if let d = v as? Double { return String(d) }
@@ -209,8 +207,8 @@ private struct Reader {
         if let b = v as? Bool { return b }
         if let s = v as? String {
             switch try interpolate(s, key).lowercased() {
-            case "true", "yes", "1": return true
-            case "false", "no", "0": return false
+            case "true", "yes", "on", "1": return true
+            case "false", "no", "off", "0": return false
             default: break
             }
         }
@@ -238,7 +236,7 @@ private struct Reader {
     }
 
     func teams(_ any: Any?) throws(ConfigError) -> [GatewayConfig.Team] {
-        guard let any, !(any is NSNull) else { return [] }
+        guard let any, !(any is YAMLTree.Null) else { return [] }
         guard let list = any as? [Any] else { throw ConfigError("teams", "must be a list") }
         var out: [GatewayConfig.Team] = []
         for (i, item) in list.enumerated() {
