@@ -195,8 +195,13 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
         func buffer(_ u: UsageRecord) {
             pending.withLock { p in
                 p.append(u)
-                if p.count > SQLiteStore.pendingUsageCap { p.removeFirst(p.count - SQLiteStore.pendingUsageCap) }
+                Core.cap(&p)
             }
+        }
+
+        /// Drops the oldest records beyond `pendingUsageCap`.
+        private static func cap(_ p: inout [UsageRecord]) {
+            if p.count > SQLiteStore.pendingUsageCap { p.removeFirst(p.count - SQLiteStore.pendingUsageCap) }
         }
 
         var pendingCount: Int { pending.withLock { $0.count } }
@@ -215,7 +220,7 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
             } catch {
                 pending.withLock { p in
                     p.insert(contentsOf: batch, at: 0)
-                    if p.count > SQLiteStore.pendingUsageCap { p.removeFirst(p.count - SQLiteStore.pendingUsageCap) }
+                    Core.cap(&p)
                 }
                 throw error
             }

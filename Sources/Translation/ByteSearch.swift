@@ -43,3 +43,20 @@ func firstLineEnd(in base: UnsafeRawPointer, from: Int, count: Int) -> Int? {
     }
     return nil
 }
+
+/// Whether `needle` (non-empty) occurs in `hay`. Candidates are found eight bytes at a time by
+/// the needle's byte at `anchor` (pick a byte that is rare in the haystack), then compared whole.
+func contains(_ needle: UnsafeBufferPointer<UInt8>, in hay: UnsafeBufferPointer<UInt8>, anchor: Int = 0) -> Bool {
+    guard needle.count > 0, anchor < needle.count, hay.count >= needle.count, let base = hay.baseAddress else { return false }
+    // The anchor's last possible offset keeps the whole needle inside the haystack.
+    let end = hay.count - (needle.count - 1 - anchor)
+    var from = anchor
+    while let c = firstIndex(of: needle[anchor], in: UnsafeRawPointer(base), from: from, count: end) {
+        let s = c - anchor
+        var k = 0
+        while k < needle.count && hay[s + k] == needle[k] { k += 1 }
+        if k == needle.count { return true }
+        from = c + 1
+    }
+    return false
+}

@@ -112,27 +112,13 @@ public struct SSEUsageScanner: Sendable {
         var lo = 0, hi = payload.count
         while lo < hi, isASCIISpace(payload[lo]) { lo += 1 }
         while hi > lo, isASCIISpace(payload[hi - 1]) { hi -= 1 }
-        if hi - lo == 6, Array(payload[lo..<hi]) == Array("[DONE]".utf8) { sawDone = true; return }
-        guard contains(payload, Self.usageKey) else { return }
-        if let m = try? JSONParser.topLevelMembers(payload, wanted: ["usage"]), let u = m["usage"], let usage = Usage(u) {
+        if hi - lo == 6, payload[lo..<hi].elementsEqual("[DONE]".utf8) { sawDone = true; return }
+        // Anchored on the key's `g` (index 4), much rarer in JSON than its quote.
+        guard Self.usageKey.withUnsafeBufferPointer({ contains($0, in: payload, anchor: 4) }) else { return }
+        if let m = try? JSONParser.topLevelMembers(payload, wanted: usageMember), let u = m["usage"], let usage = Usage(u) {
             self.usage = usage
         }
     }
 
     private static let usageKey: [UInt8] = Array("\"usage\"".utf8)
-
-    /// Candidates are found by the needle's `g` (index 4), much rarer in JSON than its quote.
-    private func contains(_ hay: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
-        let anchor = 4
-        guard let base = hay.baseAddress, hay.count >= needle.count else { return false }
-        var i = anchor
-        while let c = firstIndex(of: needle[anchor], in: UnsafeRawPointer(base), from: i, count: hay.count - (needle.count - 1 - anchor)) {
-            let s = c - anchor
-            var k = 0
-            while k < needle.count && hay[s + k] == needle[k] { k += 1 }
-            if k == needle.count { return true }
-            i = c + 1
-        }
-        return false
-    }
 }

@@ -136,7 +136,7 @@ public struct KeyRedactor: Sendable {
 
     /// One-shot redaction of a complete buffer.
     public static func redact(_ bytes: [UInt8], secret: [UInt8],
-                              replacement: [UInt8] = Array("[redacted]".utf8)) -> [UInt8] {
+                              replacement: [UInt8] = KeyRedactor.defaultReplacement) -> [UInt8] {
         // The usual case — no key in the body — returns the same array: no copy, no allocation.
         if secret.isEmpty || !contains(secret, in: bytes) { return bytes }
         var r = KeyRedactor(secret: secret, replacement: replacement)
@@ -145,23 +145,9 @@ public struct KeyRedactor: Sendable {
         return out
     }
 
-    /// Whether `secret` (non-empty) occurs in `bytes`: candidates found eight bytes at a time by
-    /// the secret's first byte, then compared whole.
+    /// Whether `secret` (non-empty) occurs in `bytes`.
     public static func contains(_ secret: [UInt8], in bytes: [UInt8]) -> Bool {
-        guard !secret.isEmpty, bytes.count >= secret.count else { return false }
-        return bytes.withUnsafeBytes { b in
-            secret.withUnsafeBytes { k in
-                let last = b.count - k.count
-                var i = 0
-                while let hit = firstIndex(of: k[0], in: b.baseAddress!, from: i, count: last + 1) {
-                    var j = 1
-                    while j < k.count && b[hit + j] == k[j] { j += 1 }
-                    if j == k.count { return true }
-                    i = hit + 1
-                }
-                return false
-            }
-        }
+        secret.withUnsafeBufferPointer { k in bytes.withUnsafeBufferPointer { Translation.contains(k, in: $0) } }
     }
 
     /// One-shot redaction of a string (for log lines and error messages).

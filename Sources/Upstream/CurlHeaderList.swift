@@ -71,15 +71,9 @@ struct CurlHeaderList {
 
     private var own = Chain()
     private var shared: UpstreamHeaderBlock?
-    /// What to hand libcurl (valid while this value and its block live): the own lines, which
-    /// lead to the shared block's, or the block's (or the suppressors) alone.
-    var list: UnsafeMutablePointer<curl_slist>? {
-        if let head = own.head { return head }
-        if let shared { return shared.list }
-        return isEmpty ? nil : CurlHeaderList.suppressors
-    }
-    /// No list at all: before `configure`, after `free`.
-    private var isEmpty = true
+    /// What to hand libcurl (valid while this value and its block live): the own lines, then
+    /// the block's, then the suppressors. Nil before `configure` and after `free`.
+    private(set) var list: UnsafeMutablePointer<curl_slist>?
 
     /// No list yet (a transfer before `configure`).
     init() {}
@@ -94,8 +88,7 @@ struct CurlHeaderList {
     init(_ fields: [(name: String, value: String)], shared: UpstreamHeaderBlock?, scratch line: inout [UInt8]) {
         for (name, value) in fields { own.append(name, value, scratch: &line) }
         self.shared = shared
-        _ = own.link(to: shared?.list ?? CurlHeaderList.suppressors)
-        isEmpty = false
+        list = own.link(to: shared?.list ?? CurlHeaderList.suppressors)
     }
 
     /// Frees this transfer's own lines; the shared block and the suppressors stay.
@@ -106,7 +99,7 @@ struct CurlHeaderList {
         }
         own = Chain()
         shared = nil
-        isEmpty = true
+        list = nil
     }
 
     /// `Name: value` NUL-terminated into `out` for libcurl's list, as bytes: CR, LF and NUL

@@ -125,7 +125,7 @@ public final class UpstreamClient: UpstreamClientProtocol, @unchecked Sendable {
     }
 
     fileprivate func takeEasy(bufferSize: Int) -> UnsafeMutableRawPointer? {
-        // A linear scan of a handful of sizes, mutated in place (the dictionary this was copied
+        // A linear scan of a handful of sizes, mutated in place (a dictionary of arrays copied
         // the pool's array on each take).
         if let i = idleEasy.firstIndex(where: { $0.bufferSize == bufferSize }), let h = idleEasy[i].handles.popLast() {
             idleEasyCount -= 1

@@ -10,33 +10,11 @@ import Testing
 /// the connection ask for writability, and the flush then withdrew it: two `epoll_ctl` per
 /// request on every kept-alive connection. Only a socket that is really full needs EPOLLOUT.
 @Suite struct KeepAliveSyscallTests {
-    final class Answer: HTTPHandler, @unchecked Sendable {
-        func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
-            if request.path == "/stream" {
-                // An open-ended (chunked) body: the connection drops its read buffer meanwhile.
-                response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/event-stream"]))
-                response.write(Array("data: 1\n\n".utf8))
-                request.loop.schedule(afterMillis: 20) {
-                    response.write(Array("data: 2\n\n".utf8))
-                    response.end()
-                }
-                return
-            }
-            response.respond(status: 200, headers: ["content-type": "text/plain"], body: Array("ok".utf8))
-        }
-    }
-
     @Test func keptAliveRequestsCostNoEpollCtl() throws {
-        let ls = try LoopServer(Answer(), loopID: 32, name: "keepalive-syscalls")
+        let ls = try LoopServer(TwoEventStream(gapMillis: 20, body: Array("ok".utf8)), loopID: 32, name: "keepalive-syscalls")
         defer { ls.stop() }
         let loop = ls.loop, server = ls.server
-        func ctlCalls() -> Int {
-            let sem = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) var n = 0
-            loop.execute { n = loop.epollCtlCalls; sem.signal() }
-            _ = sem.wait(timeout: .now() + 5)
-            return n
-        }
+        func ctlCalls() -> Int { ls.onLoop { loop.epollCtlCalls } }
 
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         defer { close(fd) }
@@ -57,9 +35,9 @@ import Testing
     /// A stream releases the connection's read buffer while it runs; the connection then reads
     /// and answers the next request (and one pipelined behind the stream) as before.
     @Test func requestsAfterAStreamOnTheSameConnection() throws {
-        let ls = try LoopServer(Answer(), loopID: 33, name: "stream-then-request")
+        let ls = try LoopServer(TwoEventStream(gapMillis: 20, body: Array("ok".utf8)), loopID: 33, name: "stream-then-request")
         defer { ls.stop() }
-        let loop = ls.loop, server = ls.server
+        let server = ls.server
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 2_000)
         defer { close(fd) }
         var reader = RawHTTPClient.Reader(fd: fd)

@@ -9,32 +9,11 @@ import Testing
 /// socket took them: an open stream holds none between its events (memory per stream), and
 /// reusing them means no event allocates one.
 @Suite struct WriteBufferTests {
-    final class Answer: HTTPHandler, @unchecked Sendable {
-        func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
-            if request.path == "/stream" {
-                response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/event-stream"]))
-                response.write(Array("data: 1\n\n".utf8))
-                request.loop.schedule(afterMillis: 400) {
-                    response.write(Array("data: 2\n\n".utf8))
-                    response.end()
-                }
-                return
-            }
-            response.respond(status: 200, headers: ["content-type": "text/plain"], body: Array(repeating: 0x61, count: 2_000))
-        }
-    }
-
     @Test func aStreamHoldsNoWriteBufferBetweenEvents() throws {
-        let ls = try LoopServer(Answer(), loopID: 34, name: "write-buffers")
+        let ls = try LoopServer(TwoEventStream(gapMillis: 400, body: Array(repeating: 0x61, count: 2_000)),
+                                loopID: 34, name: "write-buffers")
         defer { ls.stop() }
-        let loop = ls.loop, server = ls.server
-        func onLoop<T>(_ f: @escaping @Sendable () -> T) -> T {
-            let sem = DispatchSemaphore(value: 0)
-            nonisolated(unsafe) var out: T?
-            loop.execute { out = f(); sem.signal() }
-            _ = sem.wait(timeout: .now() + 5)
-            return out!
-        }
+        let server = ls.server
         let fd = try RawHTTPClient.connect(port: server.port, timeoutMillis: 3_000)
         defer { close(fd) }
         RawHTTPClient.sendAll(fd, Array("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
@@ -46,7 +25,7 @@ import Testing
             guard n > 0 else { Issue.record("connection ended early"); return }
             got += buf[0..<n]
         }
-        let (held, spares) = onLoop { () -> (Int, Int) in
+        let (held, spares) = ls.onLoop { () -> (Int, Int) in
             let w = server.workers[0]
             return (w.connections.values.map { $0.writeBuf.capacity }.reduce(0, +), w.spareWriteBuffers.count)
         }
@@ -65,7 +44,7 @@ import Testing
             let r = try reader.readResponse(isHead: false)
             #expect(r.status == 200 && r.body.count == 2_000)
         }
-        let after = onLoop { server.workers[0].spareWriteBuffers.count }
+        let after = ls.onLoop { server.workers[0].spareWriteBuffers.count }
         #expect(after == 1, "sequential answers reuse one buffer")
     }
 }

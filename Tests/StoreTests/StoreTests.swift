@@ -306,6 +306,41 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     #expect(store.core.pendingCount == 0)
 }
 
+/// A batch that fails to write goes back in front of the buffer, in order, and is written by the
+/// next flush that succeeds; the buffer never grows past its cap (the oldest records go first).
+@Test func failedUsageBatchesAreKeptInOrderAndCapped() throws {
+    let path = tempPath()
+    defer { remove(path) }
+    let store = try SQLiteStore(path: path, usageFlushIntervalMillis: 60_000)
+    defer { store.close() }
+    for i in 0..<10 { try store.recordUsage(usage("team-a", "GET /v1/models", time: i)) }
+    try store.core.with { c in try c.execute("ALTER TABLE usage RENAME TO usage_away") }
+    #expect(throws: (any Error).self) { try store.flushUsage() }
+    try store.recordUsage(usage("team-a", "GET /v1/models", time: 10))
+    #expect(store.core.pending.withLock { $0.map(\.time) } == Array(0...10), "the failed batch comes back first")
+    try store.core.with { c in try c.execute("ALTER TABLE usage_away RENAME TO usage") }
+    try store.flushUsage()
+    #expect(store.core.pendingCount == 0)
+    let reader = try SQLiteConnection(path: path)
+    defer { reader.close() }
+    #expect(try reader.scalarInt("SELECT count(*) FROM usage") == 11)
+    #expect(try reader.scalarInt("SELECT sum(time) FROM usage") == 55)
+
+    // Past the cap, the oldest are dropped (the background flusher keeps failing meanwhile).
+    try store.core.with { c in try c.execute("ALTER TABLE usage RENAME TO usage_away") }
+    let cap = SQLiteStore.pendingUsageCap
+    for i in 0..<(cap + 5) { store.core.buffer(usage("team-a", "x", time: i)) }
+    var first = -1, count = 0
+    for _ in 0..<200 {      // the flusher may hold the batch for a moment while it fails
+        (first, count) = store.core.pending.withLock { ($0.first?.time ?? -1, $0.count) }
+        if count == cap { break }
+        usleep(5_000)
+    }
+    #expect(count == cap)
+    #expect(first == 5)
+    try store.core.with { c in try c.execute("ALTER TABLE usage_away RENAME TO usage") }
+}
+
 @Test func writeThroughUsage() throws {
     let path = tempPath()
     defer { remove(path) }
