@@ -16,6 +16,8 @@ public final class HTTPResponder {
     var headSent = false
     var chunked = false
     var ended = false
+    /// `closeConnectionAfterResponse()` was called before the head went out.
+    var wantsClose = false
     /// Called once if the client disconnects (or the connection fails) before `end()`.
     public var onClose: (() -> Void)?
     /// Called when queued bytes fall under the low-water mark after `isWritable` was false.
@@ -44,7 +46,7 @@ public final class HTTPResponder {
     public var isWritable: Bool {
         // After the client left there is nothing to wait for (and the connection may be gone).
         guard isCurrent else { return true }
-        let ok = connection.pendingWriteBytes < connection.server.config.writeHighWaterBytes
+        let ok = connection.pendingWriteBytes < connection.server.config.connection.writeHighWaterBytes
         if !ok { wantsWritable = true }
         return ok
     }
@@ -60,13 +62,17 @@ public final class HTTPResponder {
         h.headers.remove("connection")
         h.headers.remove("keep-alive")
         let bodyless = isHead || h.status == 204 || h.status == 304 || (100...199).contains(h.status)
+        var closeDelimited = false
         if !h.headers.contains("content-length") && !bodyless {
             if versionMinor >= 1 { chunked = true; h.headers.add("transfer-encoding", "chunked") }
-            else { connection.closeAfterResponse = true }
+            else { closeDelimited = true }
             connection.releaseReadBufferIfEmpty()     // an open-ended body: likely a long stream
         }
-        if !requestKeepAlive || connection.server.isDraining { connection.closeAfterResponse = true }
-        if connection.closeAfterResponse { h.headers.add("connection", "close") }
+        // The connection's state machine decides whether the connection ends after this answer
+        // (asked for, draining, a request not wholly read); then the head must say so.
+        if connection.responseStarting(wantsClose: wantsClose || closeDelimited || !requestKeepAlive) {
+            h.headers.add("connection", "close")
+        }
         if !h.headers.contains("date") { h.headers.add("date", connection.server.httpDate(connection.loop.now)) }
         // Sent when the current callback returns, with any body written in it (one send).
         connection.queueDeferred { HTTPResponseWriter.head(h, into: &$0) }
@@ -109,8 +115,7 @@ public final class HTTPResponder {
         ended = true
         onClose = nil
         onWritable = nil
-        connection.closeAfterResponse = true
-        connection.abortResponse()
+        connection.responseAborted()
     }
 
     /// Convenience: a whole response with a body.
@@ -123,10 +128,10 @@ public final class HTTPResponder {
         end()
     }
 
-    /// Marks the connection to close once this response is done.
+    /// Marks the connection to close once this response is done (before its head is sent).
     public func closeConnectionAfterResponse() {
-        guard isCurrent else { return }
-        connection.closeAfterResponse = true
+        guard isCurrent, !headSent else { return }
+        wantsClose = true
     }
 
     func clientGone() {

@@ -18,6 +18,8 @@ public final class HTTPServer: @unchecked Sendable {
     public let bytesOut = Counter()
     public let timeouts = Counter()
     public let refusedOverCapacity = Counter()
+    /// Times a loop ran out of descriptors while accepting (EMFILE/ENFILE) and backed off.
+    public let acceptExhausted = Counter()
     /// The most bytes ever queued for one client (back-pressure keeps it near the high-water mark).
     public let peakQueuedBytes = MaxGauge()
 
@@ -66,12 +68,17 @@ public final class HTTPServer: @unchecked Sendable {
     }
 
     /// A loop's share of the server: its listener and its connections.
-    public final class Worker: IOHandler, @unchecked Sendable {
+    public final class Worker: IOHandler, TimerTarget, @unchecked Sendable {
         unowned let server: HTTPServer
         public let loop: EventLoop
         var listenFD: Int32
         var connections: [ObjectIdentifier: HTTPConnection] = [:]
         var trimTimer: LoopTimer?
+        /// A descriptor held in reserve (`/dev/null`): when the process runs out, it is closed to
+        /// accept one waiting client at a time and tell it 503, instead of leaving it hanging.
+        var reserveFD: Int32 = -1
+        /// Set while accepting is paused after descriptor exhaustion.
+        var acceptTimer: LoopTimer?
         /// Per-loop read scratch: a connection copies out only what it read.
         var scratch = [UInt8](repeating: 0, count: 64 * 1024)
         /// Write buffers of connections with nothing queued. A connection borrows one to queue an
@@ -99,6 +106,12 @@ public final class HTTPServer: @unchecked Sendable {
 
         init(server: HTTPServer, loop: EventLoop, listenFD: Int32) {
             self.server = server; self.loop = loop; self.listenFD = listenFD
+            reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        }
+
+        deinit {
+            acceptTimer?.cancel()
+            if reserveFD >= 0 { Glibc.close(reserveFD) }
         }
 
         public var connectionCount: Int { connections.count }
@@ -109,8 +122,15 @@ public final class HTTPServer: @unchecked Sendable {
 
         public func ioReady(_ events: IOEvents) {
             // Accept a bounded batch per wake-up to stay fair to existing connections.
-            for _ in 0..<64 {
-                guard listenFD >= 0, let (fd, peer) = Socket.accept(listenFD) else { return }
+            for _ in 0..<server.config.acceptBatch {
+                guard listenFD >= 0 else { return }
+                let fd: Int32, peer: String
+                switch Socket.accept(listenFD) {
+                case .accepted(let f, let p): (fd, peer) = (f, p)
+                case .none: return
+                case .retry: continue
+                case .exhausted: return outOfDescriptors()
+                }
                 let perLoop = max(1, server.config.maxConnections / max(1, server.workers.count))
                 if connections.count >= perLoop {
                     server.refusedOverCapacity.add(1)
@@ -122,6 +142,33 @@ public final class HTTPServer: @unchecked Sendable {
                 server.openConnections.add(1)
                 c.start()
             }
+        }
+
+        /// EMFILE/ENFILE: the listener stays readable and accepting fails, so a level-triggered loop
+        /// would spin. Tell the clients already waiting 503 (through the reserve descriptor), then
+        /// stop watching the listener for `acceptBackoffMillis` while open connections carry on.
+        private func outOfDescriptors() {
+            server.acceptExhausted.add(1)
+            if reserveFD >= 0 {
+                Glibc.close(reserveFD)
+                reserveFD = -1
+                for _ in 0..<server.config.acceptBatch {
+                    guard case .accepted(let fd, _) = Socket.accept(listenFD) else { break }
+                    server.refusedOverCapacity.add(1)
+                    refuseOverCapacity(fd)           // its descriptor is free again at once
+                }
+                reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            }
+            guard acceptTimer == nil else { return }
+            loop.unwatch(listenFD)
+            acceptTimer = loop.schedule(afterMillis: server.config.acceptBackoffMillis, target: self)
+        }
+
+        public func timerFired(_ timer: LoopTimer) {
+            guard timer === acceptTimer else { return }
+            acceptTimer = nil
+            if reserveFD < 0 { reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+            if listenFD >= 0 { loop.watch(listenFD, [.readable], self) }
         }
 
         private func refuseOverCapacity(_ fd: Int32) {
@@ -150,12 +197,14 @@ public final class HTTPServer: @unchecked Sendable {
         }
 
         func drain() {
+            acceptTimer?.cancel()
+            acceptTimer = nil
             if listenFD >= 0 {
                 loop.unwatch(listenFD)
                 Glibc.close(listenFD)
                 listenFD = -1
             }
-            for c in Array(connections.values) { c.drainIfIdle() }
+            for c in Array(connections.values) { c.beginDrain() }
         }
     }
 }

@@ -6,21 +6,20 @@ public struct ServerConfig: Sendable {
     public var port: UInt16 = 8080
     /// Event loops (threads). 0 = one per core.
     public var workers: Int = 0
+    /// What the request parser accepts (line, header and body sizes).
     public var limits = HTTPLimits()
-    /// Time allowed to receive a whole request head (slowloris guard) → 408.
-    public var headerTimeoutMillis: Int = 10_000
-    /// Longest wait between two body reads → 408.
-    public var bodyTimeoutMillis: Int = 30_000
-    /// How long an idle keep-alive connection is kept.
-    public var idleTimeoutMillis: Int = 75_000
-    /// Bytes queued for a client past which producers are asked to pause (back-pressure).
-    public var writeHighWaterBytes: Int = 256 * 1024
-    /// Queued bytes under which paused producers are resumed.
-    public var writeLowWaterBytes: Int = 64 * 1024
+    /// Timeouts, back-pressure marks and lingering close of each connection.
+    public var connection = ConnectionLimits()
     /// Open client connections across all loops; past it new ones get a 503 and are closed.
     public var maxConnections: Int = 20_000
-    /// Pipelined bytes read ahead while a response is in progress, before reading pauses.
-    public var maxPipelinedBytes: Int = 64 * 1024
+    /// After the process runs out of descriptors (EMFILE/ENFILE), a loop stops accepting for this
+    /// long (as nginx disables its accept events) instead of spinning on a readable listener.
+    public var acceptBackoffMillis: Int = 250
+    /// Connections accepted per wake-up of a listener, to stay fair to existing connections.
+    public var acceptBatch: Int = 64
+    /// Pipelined requests one connection may dispatch per loop iteration; the rest wait for the
+    /// next iteration, so one client's pipeline cannot monopolise its loop.
+    public var dispatchesPerTurn: Int = 16
     public var errorBody: ErrorBodyMaker = { status, message in
         ("text/plain; charset=utf-8", Array("\(message)\n".utf8))
     }

@@ -37,6 +37,16 @@ public struct HTTPRequestParser: Sendable {
 
     private var state: State = .head
 
+    /// How the body of the request whose head was just returned is framed. Valid from the `.head`
+    /// event until that request's `.end`: the connection decides admission (declared length against
+    /// a route's limit) before reading a byte of it.
+    public enum BodyFraming: Sendable, Equatable {
+        case none
+        case length(Int)
+        case chunked
+    }
+    public private(set) var bodyFraming: BodyFraming = .none
+
     // Head scan progress (offsets relative to the start of the input offered).
     private var stage: HeadStage = .leading
     private var scanPos = 0
@@ -139,6 +149,7 @@ public struct HTTPRequestParser: Sendable {
         teHasOther = false
         bodyTotal = 0
         trailerBytes = 0
+        bodyFraming = .none
     }
 
     // MARK: - Head
@@ -372,11 +383,14 @@ public struct HTTPRequestParser: Sendable {
         let head = HTTPRequestHead(method: method, target: target, versionMinor: versionMinor, headers: headers)
         if teSeen {
             state = .chunkSize
+            bodyFraming = .chunked
         } else if let cl = contentLength, cl > 0 {
             if cl > limits.maxBodyBytes { throw HTTPError(413, "request body too large") }
             state = .fixed(remaining: cl)
+            bodyFraming = .length(cl)
         } else {
             state = .endPending
+            bodyFraming = .none
         }
         // Drop the head-scan state; body counters start fresh.
         stage = .leading

@@ -27,6 +27,12 @@ public protocol DeferredFlush: AnyObject {
     func flushDeferred()
 }
 
+/// Work a loop runs "soon": after the events and timers of the current iteration, never nested
+/// inside the code that asked for it (see `EventLoop.runSoon`).
+public protocol LoopTask: AnyObject {
+    func runLoopTask()
+}
+
 /// What a target-based timer calls when it fires (see `EventLoop.schedule(afterMillis:target:)`).
 public protocol TimerTarget: AnyObject {
     func timerFired(_ timer: LoopTimer)
@@ -60,6 +66,8 @@ public final class EventLoop: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private var loopThread: pthread_t?
     private var pendingFlushes: [DeferredFlush] = []
+    private var soonTasks: [LoopTask] = []
+    private var runningSoon: [LoopTask] = []
     /// Monotonic milliseconds, refreshed once per iteration.
     public private(set) var now: UInt64
 
@@ -180,6 +188,26 @@ public final class EventLoop: @unchecked Sendable {
         pendingFlushes.removeAll(keepingCapacity: true)
     }
 
+    // MARK: soon
+
+    /// Runs `task.runLoopTask()` at the end of this iteration (loop thread only): after the
+    /// current callback has unwound, so it never runs inside the caller's own stack. Tasks queued
+    /// while these run wait for the next iteration (a task that keeps re-queueing itself cannot
+    /// starve sockets and timers). Callers keep their own "already queued" flag.
+    public func runSoon(_ task: LoopTask) {
+        soonTasks.append(task)
+    }
+
+    private func runSoonTasks() {
+        if soonTasks.isEmpty { return }
+        swap(&soonTasks, &runningSoon)
+        for t in runningSoon {
+            t.runLoopTask()
+            runPendingFlushes()
+        }
+        runningSoon.removeAll(keepingCapacity: true)
+    }
+
     // MARK: cross-thread
 
     /// Runs `task` on the loop thread soon. Safe from any thread.
@@ -208,6 +236,7 @@ public final class EventLoop: @unchecked Sendable {
             if let next = timers.peekDeadline() {
                 timeout = next <= now ? 0 : Int32(min(next - now, 1000))
             }
+            if !soonTasks.isEmpty { timeout = 0 }
             let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
             now = EventLoop.monotonicMillis()
             if n > 0 {
@@ -221,6 +250,7 @@ public final class EventLoop: @unchecked Sendable {
                 }
             }
             runExpiredTimers()
+            runSoonTasks()
         }
         drainInbox()
     }

@@ -61,8 +61,18 @@ public enum Socket {
         }
     }
 
-    /// Accepts one connection (non-blocking, close-on-exec, TCP_NODELAY). nil when none is waiting.
-    public static func accept(_ listener: Int32) -> (fd: Int32, peer: String)? {
+    public enum Accepted {
+        case accepted(fd: Int32, peer: String)
+        /// Nothing waiting (EAGAIN).
+        case none
+        /// A client gave up before it was accepted, or a signal: try the next one.
+        case retry
+        /// Out of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+        case exhausted
+    }
+
+    /// Accepts one connection (non-blocking, close-on-exec, TCP_NODELAY).
+    public static func accept(_ listener: Int32) -> Accepted {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let fd = withUnsafeMutablePointer(to: &storage) {
@@ -70,10 +80,16 @@ public enum Socket {
                 veil_accept4(listener, $0, &len, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
             }
         }
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            switch veil_errno() {
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted
+            case EINTR, ECONNABORTED, EPROTO, EPERM: return .retry
+            default: return .none
+            }
+        }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        return (fd, peerString(&storage))
+        return .accepted(fd: fd, peer: peerString(&storage))
     }
 
     static func peerString(_ storage: inout sockaddr_storage) -> String {

@@ -39,7 +39,8 @@ public enum ConfigLoader {
         }
         if let l = try r.section(top, "limits", allowed: ["request_line_bytes", "header_bytes", "header_count", "body_bytes",
                                                            "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms",
-                                                           "max_connections", "write_high_water_bytes"]) {
+                                                           "max_connections", "write_high_water_bytes", "send_timeout_ms",
+                                                           "lingering_time_ms", "lingering_timeout_ms", "lingering_bytes"]) {
             c.limits.requestLineBytes = try r.int(l, "limits.request_line_bytes", min: 64, max: 1 << 20) ?? c.limits.requestLineBytes
             c.limits.headerBytes = try r.int(l, "limits.header_bytes", min: 256, max: 1 << 22) ?? c.limits.headerBytes
             c.limits.headerCount = try r.int(l, "limits.header_count", min: 4, max: 10_000) ?? c.limits.headerCount
@@ -49,6 +50,10 @@ public enum ConfigLoader {
             c.limits.idleTimeoutMillis = try r.int(l, "limits.idle_timeout_ms", min: 10, max: 86_400_000) ?? c.limits.idleTimeoutMillis
             c.limits.maxConnections = try r.int(l, "limits.max_connections", min: 1, max: 10_000_000) ?? c.limits.maxConnections
             c.limits.writeHighWaterBytes = try r.int(l, "limits.write_high_water_bytes", min: 4096, max: 1 << 30) ?? c.limits.writeHighWaterBytes
+            c.limits.sendTimeoutMillis = try r.int(l, "limits.send_timeout_ms", min: 10, max: 3_600_000) ?? c.limits.sendTimeoutMillis
+            c.limits.lingeringTimeMillis = try r.int(l, "limits.lingering_time_ms", min: 0, max: 3_600_000) ?? c.limits.lingeringTimeMillis
+            c.limits.lingeringTimeoutMillis = try r.int(l, "limits.lingering_timeout_ms", min: 0, max: 3_600_000) ?? c.limits.lingeringTimeoutMillis
+            c.limits.lingeringBytes = try r.int(l, "limits.lingering_bytes", min: 0, max: 1 << 40) ?? c.limits.lingeringBytes
         }
         if let s = try r.section(top, "store", allowed: ["path"]) {
             c.store.path = try r.string(s, "store.path") ?? c.store.path

@@ -43,6 +43,10 @@ public struct GatewayConfig: Sendable {
         public var idleTimeoutMillis = 75_000
         public var maxConnections = 20_000
         public var writeHighWaterBytes = 256 * 1024
+        public var sendTimeoutMillis = 60_000
+        public var lingeringTimeMillis = 30_000
+        public var lingeringTimeoutMillis = 5_000
+        public var lingeringBytes = 64 * 1024 * 1024
     }
 
     public struct StoreSettings: Sendable {
@@ -122,12 +126,16 @@ public struct GatewayConfig: Sendable {
         s.limits.maxHeaderBytes = limits.headerBytes
         s.limits.maxHeaderCount = limits.headerCount
         s.limits.maxBodyBytes = limits.bodyBytes
-        s.headerTimeoutMillis = limits.headerTimeoutMillis
-        s.bodyTimeoutMillis = limits.bodyTimeoutMillis
-        s.idleTimeoutMillis = limits.idleTimeoutMillis
+        s.connection.headerTimeoutMillis = limits.headerTimeoutMillis
+        s.connection.bodyTimeoutMillis = limits.bodyTimeoutMillis
+        s.connection.idleTimeoutMillis = limits.idleTimeoutMillis
+        s.connection.sendTimeoutMillis = limits.sendTimeoutMillis
+        s.connection.writeHighWaterBytes = limits.writeHighWaterBytes
+        s.connection.writeLowWaterBytes = max(1, limits.writeHighWaterBytes / 4)
+        s.connection.lingeringTimeMillis = limits.lingeringTimeMillis
+        s.connection.lingeringTimeoutMillis = limits.lingeringTimeoutMillis
+        s.connection.lingeringBytes = limits.lingeringBytes
         s.maxConnections = limits.maxConnections
-        s.writeHighWaterBytes = limits.writeHighWaterBytes
-        s.writeLowWaterBytes = max(1, limits.writeHighWaterBytes / 4)
         s.errorBody = { status, message in ("application/json", APIError(status, message).body) }
         return s
     }
