@@ -6,78 +6,126 @@ import Translation
 import Glibc
 import Store
 
-/// Everything Veil keeps: video and character ownership, usage.
-public typealias GatewayStore = VideoStore & CharacterStore & UsageStore
-
-/// The gateway's request handler: request id, authentication, routing. Runs on the loop that
-/// owns the connection; everything it starts (upstream transfers, timers) stays on that loop.
+/// The gateway's request handler. At admission (head only, no body byte read): request id, CORS,
+/// the route, the team token, the rate limit and the body limit — a refused request is answered
+/// without its body ever being buffered. Once the body is in: the route's handler. Runs on the loop
+/// that owns the connection; everything it starts (upstream exchanges, timers) stays on that loop,
+/// and the store is reached only through `LoopContext.store` (a store thread).
 public final class Gateway: HTTPHandler, @unchecked Sendable {
     /// Indexed by `EventLoop.id`; filled before the server starts.
     public var contexts: [LoopContext] = []
     public let log: GatewayLog
-    public let store: any GatewayStore
+    public let store: StoreExecutor
     let polls = PollCoalescer()
     public let metrics = GatewayMetrics()
+    let routes = Gateway.routeTable
 
-    public init(log: GatewayLog, store: any GatewayStore) {
+    public init(log: GatewayLog, store: StoreExecutor) {
         self.log = log
         self.store = store
     }
 
-    public func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
-        let ctx = contexts[request.loop.id]
-        let snap = ctx.snapshot
-        let exchange = Exchange(request: request, response: response, context: ctx, snapshot: snap, log: log)
-        route(exchange)
+    /// Every route Veil serves (see `Route`).
+    static let routeTable = RouteTable([
+        Route("GET", "/healthz", access: .open) { x, _ in x.send(200, Array("{\"status\":\"ok\"}".utf8)) },
+        Route("GET", "/readyz", access: .open, OpsRoutes.readyz),
+        Route("GET", "/metrics", access: .open, OpsRoutes.metrics),
+
+        Route("POST", "/v1/chat/completions", body: .configured, ChatCompletions.start),
+        Route("GET", "/v1/models", Models.list),
+
+        Route("POST", "/v1/videos", body: .configured, VideoRoutes.create),
+        Route("GET", "/v1/videos", VideoRoutes.list),
+        Route("GET", "/v1/videos/{id}", VideoRoutes.retrieve),
+        Route("DELETE", "/v1/videos/{id}", VideoRoutes.delete),
+        Route("GET", "/v1/videos/{id}/content", VideoRoutes.content),
+        // The SDK has these; the upstream can't: 4xx, never a 5xx the SDKs would retry.
+        Route("POST", "/v1/videos/{id}/remix", body: .answeredAtHead, VideoRoutes.unsupportedRemix),
+
+        Route("POST", "/v1/characters", body: .atMost(CharacterCreateInput.maxBodyBytes), CharacterRoutes.create),
+        Route("GET", "/v1/characters", CharacterRoutes.list),
+        Route("GET", "/v1/characters/{id}", CharacterRoutes.retrieve),
+        Route("DELETE", "/v1/characters/{id}", CharacterRoutes.delete),
+        Route("GET", "/v1/videos/characters/{id}", CharacterRoutes.sdkRetrieve),
+        Route("POST", "/v1/videos/characters", body: .answeredAtHead, CharacterRoutes.unsupportedUpload),
+    ])
+
+    // MARK: HTTPHandler
+
+    public func admit(_ head: HTTPRequestHead, _ response: HTTPResponder, peer: String, loop: EventLoop) -> HTTPAdmission {
+        let ctx = contexts[loop.id]
+        let x = Exchange(head: head, response: response, peer: peer, context: ctx, snapshot: ctx.snapshot, log: log)
+        // CORS headers on every answer; a preflight needs no token and no route.
+        if OpsRoutes.applyCORS(x) { return .answered }
+        let path = head.path
+        let underV1 = path.hasBytePrefix("/v1/") || path == "/v1"
+        let match = routes.match(method: head.method, path: path)
+        var needsTeam = underV1
+        if case .found(let r, _) = match { needsTeam = r.access == .team }
+        if needsTeam {
+            switch x.snapshot.authenticator.authenticate(authorization: head.headers["authorization"], now: Int(time(nil))) {
+            case .team(let i): x.teamIndex = i
+            case .expired: x.fail(.tokenExpired); return .answered
+            case .missing, .invalid: x.fail(.unauthorized); return .answered
+            }
+        }
+        switch match {
+        case .notFound:
+            let served = underV1 ? " Veil serves: \(routes.servedSummary)." : " Veil serves the OpenAI API under /v1."
+            x.fail(.notFound("Unknown route \(head.method) \(String(path.prefix(200))).\(served)"))
+            return .answered
+        case .methodNotAllowed(let allow):
+            x.fail(APIError(405, "Method \(head.method) is not allowed here; use \(allow).", code: "method_not_allowed"), headers: ["allow": allow])
+            return .answered
+        case .found(let route, let params):
+            x.route = route
+            x.params = params
+            if let team = x.team, let refusal = x.snapshot.policy.admitRequest(x, team: team) {
+                x.fail(refusal.error, headers: refusal.headers)
+                return .answered
+            }
+            let limit: Int
+            switch route.body {
+            case .answeredAtHead:
+                route.handler(x, self)
+                return .answered
+            case .none: limit = RouteTable.ignoredBodyLimit
+            case .configured: limit = x.snapshot.config.limits.bodyBytes
+            case .atMost(let n): limit = min(n, x.snapshot.config.limits.bodyBytes)
+            }
+            if let declared = Gateway.declaredLength(head), declared > limit {
+                x.fail(APIError(413, "The request body is \(declared) bytes; this endpoint accepts at most \(limit).", code: "request_too_large"))
+                return .answered
+            }
+            response.attachment = x
+            return .readBody(limit: limit)
+        }
     }
 
-    func route(_ x: Exchange) {
-        let path = x.request.path
-        let method = x.request.method
-        // CORS headers on every answer; preflights, /readyz and /metrics need no token.
-        if OpsRoutes.handle(x, self) { return }
-        // Routes that need no token.
-        if path == "/healthz" {
-            guard method == "GET" || method == "HEAD" else { return x.fail(methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET, HEAD"]) }
-            return x.send(200, Array("{\"status\":\"ok\"}".utf8))
+    public func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
+        guard let x = response.attachment as? Exchange, let route = x.route else {
+            return response.respond(status: 500, headers: ["content-type": "application/json"],
+                                    body: APIError(500, "The request lost its admission.", code: "internal_error").body)
         }
-        guard path.hasBytePrefix("/v1/") || path == "/v1" else {
-            return x.fail(.notFound("Unknown route \(method) \(String(path.prefix(200))). Veil serves the OpenAI API under /v1."))
-        }
-        // Everything under /v1 needs a team token.
-        switch x.snapshot.authenticator.authenticate(authorization: x.request.headers["authorization"], now: Int(time(nil))) {
-        case .team(let i): x.teamIndex = i
-        case .expired: return x.fail(.tokenExpired)
-        case .missing, .invalid: return x.fail(.unauthorized)
-        }
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        if let refusal = x.snapshot.policy.admitRequest(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
-        if CharacterRoutes.handles(path) { return CharacterRoutes.route(x, self) }
-        if path == "/v1/videos" || path.hasBytePrefix("/v1/videos/") {
-            return VideoRoutes.route(x, self)
-        }
+        response.attachment = nil
+        x.received(body: request.body)
+        route.handler(x, self)
+    }
 
-        switch (method, path) {
-        case ("POST", "/v1/chat/completions"):
-            ChatProxy.start(x)
-        case (_, "/v1/chat/completions"):
-            x.fail(methodNotAllowed(method, allowed: "POST"), headers: ["allow": "POST"])
-        case ("GET", "/v1/models"):
-            ModelsProxy.start(x)
-        case (_, "/v1/models"):
-            x.fail(methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET"])
-        default:
-            x.fail(.notFound("Unknown route \(method) \(String(path.prefix(200)))."))
+    /// The `Content-Length` of a head (already validated by the parser: digits, equal repeats).
+    static func declaredLength(_ head: HTTPRequestHead) -> Int? {
+        guard let v = head.headers["content-length"] else { return nil }
+        var n = 0
+        for c in v.utf8 {
+            if c == 0x2C { break }                       // "5, 5": the parser checked they agree
+            if c >= 0x30 && c <= 0x39 { n = n &* 10 &+ Int(c - 0x30) }
         }
+        return n
     }
 
     /// Gives each loop its operations state and the metrics their server; before the server starts.
     public func attach(server: HTTPServer) {
         metrics.server = server
-        for c in contexts { c.ops = LoopOps(metrics: metrics, store: store, log: log) }
-    }
-
-    func methodNotAllowed(_ method: String, allowed: String) -> APIError {
-        APIError(405, "Method \(method) is not allowed here; use \(allowed).", code: "method_not_allowed")
+        for c in contexts { c.ops = LoopOps(metrics: metrics, log: log) }
     }
 }

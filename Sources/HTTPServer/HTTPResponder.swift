@@ -24,6 +24,9 @@ public final class HTTPResponder {
     public var onWritable: (() -> Void)?
     /// Set once a producer was told to slow down; cleared when `onWritable` fires.
     var wantsWritable = false
+    /// The handler's state for this request, from admission to dispatch (let go when the
+    /// response ends or the client leaves, so it never outlives the request).
+    public var attachment: AnyObject?
 
     init(connection: HTTPConnection, generation: Int, head: HTTPRequestHead) {
         self.connection = connection
@@ -104,6 +107,7 @@ public final class HTTPResponder {
         ended = true
         onClose = nil
         onWritable = nil
+        attachment = nil
         connection.responseEnded()
     }
 
@@ -115,6 +119,7 @@ public final class HTTPResponder {
         ended = true
         onClose = nil
         onWritable = nil
+        attachment = nil
         connection.responseAborted()
     }
 
@@ -140,6 +145,7 @@ public final class HTTPResponder {
         let cb = onClose
         onClose = nil
         onWritable = nil
+        attachment = nil
         cb?()
     }
 

@@ -38,6 +38,9 @@ public struct UpstreamRequest: Sendable {
     public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.method = method; self.url = url; self.headers = headers; self.body = body
     }
+
+    /// The defaults above, for callers that fill in their own only where a request kept them.
+    public static let defaults = UpstreamRequest(method: "GET", url: "")
 }
 
 /// The final (non-1xx) status line and header fields of an upstream response.

@@ -145,18 +145,54 @@ import Store
     }
 }
 
-@Suite struct RouteTemplateTests {
-    @Test func routesAreBounded() {
-        #expect(RouteTemplate.route("/v1/chat/completions") == "/v1/chat/completions")
-        #expect(RouteTemplate.route("/v1/videos/video_123") == "/v1/videos/{id}")
-        #expect(RouteTemplate.route("/v1/videos/video_123/content") == "/v1/videos/{id}/content")
-        #expect(RouteTemplate.route("/v1/videos/video_123/whatever") == "other")
-        #expect(RouteTemplate.route("/v1/characters/char_9") == "/v1/characters/{id}")
-        #expect(RouteTemplate.route("/v1/random/thing") == "other")
-        #expect(RouteTemplate.route("/etc/passwd") == "other")
-        #expect(RouteTemplate.route("/metrics") == "/metrics")
-        #expect(RouteTemplate.endpoint(method: "POST", path: "/v1/videos") == "POST /v1/videos")
-        #expect(RouteTemplate.method("BREW") == "OTHER")
+/// The one route table: templates, parameters, 405s with their `Allow`, bounded labels.
+@Suite struct RouteTableTests {
+    let table = Gateway.routeTable
+
+    func label(_ method: String, _ path: String) -> String {
+        if case .found(let r, _) = table.match(method: method, path: Substring(path)) { return r.endpoint }
+        if case .methodNotAllowed(let allow) = table.match(method: method, path: Substring(path)) { return "405 " + allow }
+        return "404"
+    }
+
+    @Test func routesResolveToTheirTemplates() {
+        #expect(label("POST", "/v1/chat/completions") == "POST /v1/chat/completions")
+        #expect(label("GET", "/v1/videos/video_123") == "GET /v1/videos/{id}")
+        #expect(label("DELETE", "/v1/videos/video_123") == "DELETE /v1/videos/{id}")
+        #expect(label("GET", "/v1/videos/video_123/content") == "GET /v1/videos/{id}/content")
+        #expect(label("HEAD", "/v1/videos/video_123/content") == "GET /v1/videos/{id}/content")
+        #expect(label("GET", "/v1/characters/char_9") == "GET /v1/characters/{id}")
+        #expect(label("GET", "/healthz") == "GET /healthz")
+        // Exact templates win over parameterised ones.
+        #expect(label("POST", "/v1/videos/characters") == "POST /v1/videos/characters")
+        #expect(label("GET", "/v1/videos/characters/char_1") == "GET /v1/videos/characters/{id}")
+    }
+
+    @Test func unknownPathsAndMethods() {
+        #expect(label("GET", "/v1/videos/video_123/whatever") == "404")
+        #expect(label("GET", "/v1/random/thing") == "404")
+        #expect(label("GET", "/etc/passwd") == "404")
+        #expect(label("GET", "/v1/videos//content") == "404")          // an empty parameter
+        #expect(label("PUT", "/v1/chat/completions") == "405 POST")
+        #expect(label("POST", "/v1/videos/video_1") == "405 GET, HEAD, DELETE")
+        #expect(label("DELETE", "/v1/videos") == "405 POST, GET, HEAD")
+        #expect(label("GET", "/v1/videos/video_1/remix") == "405 POST")
+    }
+
+    @Test func parametersAreTheTemplatesBraces() {
+        guard case .found(_, let params) = table.match(method: "GET", path: "/v1/videos/video_42/content") else {
+            Issue.record("no match"); return
+        }
+        #expect(params == ["video_42"])
+    }
+
+    @Test func labelsAreBounded() {
+        #expect(Route.methodLabel("BREW") == "OTHER")
+        #expect(Route.methodLabel("PATCH") == "PATCH")
+        // Every metric label is a template from the table (never a caller's path).
+        for r in table.routes { #expect(r.metricLabel == r.template) }
+        #expect(table.servedSummary.contains("POST /v1/chat/completions"))
+        #expect(!table.servedSummary.contains("/healthz"))
     }
 }
 

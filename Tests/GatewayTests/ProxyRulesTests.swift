@@ -11,11 +11,11 @@ import Testing
         (500, "text/event-stream", false), (201, "text/event-stream", false),
     ])
     func eventStreamDetection(_ status: Int, _ type: String, _ expected: Bool) {
-        #expect(ChatProxy.isEventStream(status: status, contentType: type) == expected)
+        #expect(ChatHooks.isEventStream(status: status, contentType: type) == expected)
     }
 
     @Test func noContentTypeIsNoStream() {
-        #expect(!ChatProxy.isEventStream(status: 200, contentType: nil))
+        #expect(!ChatHooks.isEventStream(status: 200, contentType: nil))
     }
 
     /// The caller's allowed fields and the request id are each request's own; the key and

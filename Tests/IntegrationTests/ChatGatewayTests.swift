@@ -93,13 +93,20 @@ import Testing
         #expect(h.sandbox.count("GET", "/v1/models") == 0)
     }
 
-    @Test func upstreamErrorEchoingTheKeyComesBackRedacted() throws {
+    /// The upstream refusing Veil's own key (its 401 echoes the key) is the gateway's fault, not
+    /// the team's token: 502 `upstream_auth_failed` (an SDK would raise AuthenticationError for a
+    /// 401 and the team would blame its token), counted in /metrics, the key in nothing.
+    @Test func upstreamRefusingTheGatewaysKeyIs502AndNeverLeaksIt() throws {
         let h = try VeilHarness()
         defer { h.stop() }
         let r = try h.post("/v1/chat/completions", json: #"{"model":"sandbox-echo-key","messages":[{"role":"user","content":"x"}]}"#)
-        #expect(r.status == 401)
+        #expect(r.status == 502)
+        let err = jsonObject(r)["error"] as? [String: Any]
+        #expect(err?["code"] as? String == "upstream_auth_failed")
+        #expect(err?["type"] as? String == "api_error")
         #expect(!allBytes(r).contains(h.upstreamKey))
-        #expect(r.text.contains("[redacted]"))
+        let metrics = try RawHTTPClient.request(port: h.port, method: "GET", path: "/metrics")
+        #expect(metrics.text.contains("veil_upstream_auth_failures_total 1"))
         h.sandbox.inject(.echoKey, pathPrefix: "/v1/chat/completions")
         let s = try h.post("/v1/chat/completions", json: #"{"model":"gpt-3.5-turbo","stream":true,"messages":[{"role":"user","content":"x"}]}"#)
         #expect(!allBytes(s).contains(h.upstreamKey))

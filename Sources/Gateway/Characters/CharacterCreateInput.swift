@@ -13,6 +13,9 @@ struct CharacterCreateInput: Equatable {
 
     /// Longest description accepted, in characters (grapheme clusters).
     static let maxDescriptionLength = 2_000
+    /// Largest body read for a character: four short fields (the description is at most 2,000
+    /// characters, 8 KB of UTF-8 at worst), with room to spare.
+    static let maxBodyBytes = 64 * 1024
 
     static func parse(body: [UInt8], contentType: String?) -> Result<CharacterCreateInput, APIError> {
         let ct = (contentType ?? "").lowercased()

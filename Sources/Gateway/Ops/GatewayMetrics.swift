@@ -27,7 +27,9 @@ public final class GatewayMetrics: @unchecked Sendable {
         static var bytesIn: MetricNameDescriptor { d("bytes_received", "total", "Bytes read from clients.") }
         static var bytesOut: MetricNameDescriptor { d("bytes_sent", "total", "Bytes written to clients.") }
         static var timeouts: MetricNameDescriptor { d("connection_timeouts", "total", "Client connections closed by a header, body or idle timeout.") }
-        static var refusedConnections: MetricNameDescriptor { d("connections_refused", "total", "Connections refused over limits.max_connections.") }
+        static var refusedConnections: MetricNameDescriptor { d("connections_refused", "total", "Connections refused with 503: over limits.max_connections, or out of descriptors.") }
+        static var acceptExhausted: MetricNameDescriptor { d("accept_exhausted", "total", "Times a loop ran out of descriptors accepting and paused accepting (EMFILE/ENFILE).") }
+        static var upstreamAuthFailures: MetricNameDescriptor { d("upstream_auth_failures", "total", "Upstream answers refusing the gateway's own key (401, or 403 about the key): every team is affected.") }
     }
     static let latencyBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 
@@ -37,8 +39,10 @@ public final class GatewayMetrics: @unchecked Sendable {
     private let bytesOut: Prometheus.Counter
     private let timeouts: Prometheus.Counter
     private let refusedConnections: Prometheus.Counter
+    private let acceptExhausted: Prometheus.Counter
+    let upstreamAuthFailures: Prometheus.Counter
     /// Server counter values already added to the registry's counters (scrapes are rare).
-    private let exported = Mutex<[Int]>([0, 0, 0, 0])
+    private let exported = Mutex<[Int]>([0, 0, 0, 0, 0])
 
     public init() {
         openConnectionsGauge = registry.makeGauge(descriptor: Desc.openConnections)
@@ -47,16 +51,18 @@ public final class GatewayMetrics: @unchecked Sendable {
         bytesOut = registry.makeCounter(descriptor: Desc.bytesOut)
         timeouts = registry.makeCounter(descriptor: Desc.timeouts)
         refusedConnections = registry.makeCounter(descriptor: Desc.refusedConnections)
+        acceptExhausted = registry.makeCounter(descriptor: Desc.acceptExhausted)
+        upstreamAuthFailures = registry.makeCounter(descriptor: Desc.upstreamAuthFailures)
     }
 
     /// The Prometheus text exposition.
     public func render() -> [UInt8] {
         if let s = server {
             openConnectionsGauge.set(Double(s.openConnections.current))
-            let now = [s.bytesIn.current, s.bytesOut.current, s.timeouts.current, s.refusedOverCapacity.current]
-            let targets = [bytesIn, bytesOut, timeouts, refusedConnections]
+            let now = [s.bytesIn.current, s.bytesOut.current, s.timeouts.current, s.refusedOverCapacity.current, s.acceptExhausted.current]
+            let targets = [bytesIn, bytesOut, timeouts, refusedConnections, acceptExhausted]
             exported.withLock { last in
-                for i in 0..<4 where now[i] > last[i] {
+                for i in 0..<now.count where now[i] > last[i] {
                     targets[i].increment(by: Int64(now[i] - last[i]))
                     last[i] = now[i]
                 }
@@ -115,6 +121,7 @@ final class LoopMetrics {
     }
 
     func streamOpened() { metrics.openStreams.add(1, ordering: .relaxed) }
+    func upstreamAuthFailed() { metrics.upstreamAuthFailures.increment() }
     func streamClosed() { metrics.openStreams.subtract(1, ordering: .relaxed) }
 
     func firstStreamByte(afterMillis ms: Int) {

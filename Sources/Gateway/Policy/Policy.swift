@@ -3,20 +3,21 @@ import HTTPWire
 import Reactor
 import Store
 
-/// Team policy, checked before anything is sent upstream: request rate, concurrent chat streams,
-/// videos in flight and the daily video quota. Decisions are made on atomics (no lock on the
-/// request path) except the daily quota, which is counted in the store so it survives restarts.
+/// Team policy, checked before anything is sent upstream: request rate (at admission, from the
+/// head), concurrent chat streams, videos in flight and the daily video quota. Decisions are made
+/// on atomics (no lock on the request path); the daily quota is counted in the store (so it
+/// survives restarts) by the flow, which passes the count in. Slots come as `Lease`s that their
+/// owner (the exchange) lets go: nobody releases one by hand.
 public final class Policy: @unchecked Sendable {
-    public struct Refusal { public let error: APIError; public let headers: HTTPHeaders }
+    public struct Refusal: Error { public let error: APIError; public let headers: HTTPHeaders }
     private let states: [String: TeamState]
     private let buckets: [String: TokenBucket]
     private let teams: [String: GatewayConfig.Team]
-    let store: (any VideoStore)?
 
     /// `previous` carries live state over a reload for teams that keep their name: the stream and
     /// video counters always (requests started under the old snapshot release their slots on the
     /// same objects), the token bucket when the team's rate is unchanged.
-    init(teams list: [GatewayConfig.Team], previous: Policy?, store: (any VideoStore)?) {
+    init(teams list: [GatewayConfig.Team], previous: Policy?) {
         var s: [String: TeamState] = [:]
         var b: [String: TokenBucket] = [:]
         var t: [String: GatewayConfig.Team] = [:]
@@ -31,7 +32,6 @@ public final class Policy: @unchecked Sendable {
         states = s
         buckets = b
         teams = t
-        self.store = store
     }
 
     func state(_ team: String) -> TeamState? { states[team] }
@@ -50,38 +50,29 @@ public final class Policy: @unchecked Sendable {
                        headers: ["retry-after": String(retry)])
     }
 
-    /// A chat stream slot; release with `streamFinished`.
-    func admitStream(team: GatewayConfig.Team) -> Refusal? {
-        guard let max = team.maxConcurrentStreams, let s = states[team.name] else { return nil }
-        if TeamState.acquire(s.openStreams, max: max) { return nil }
-        return Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) chat streams open.", code: "concurrent_streams_exceeded"),
-                       headers: ["retry-after": "1"])
+    /// A chat stream slot, held by the exchange until its stream ends (nil: no limit).
+    func admitStream(team: GatewayConfig.Team) -> Result<Lease?, Refusal> {
+        guard let max = team.maxConcurrentStreams, let s = states[team.name] else { return .success(nil) }
+        if TeamState.acquire(s.openStreams, max: max) { return .success(Lease(s, .stream)) }
+        return .failure(Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) chat streams open.", code: "concurrent_streams_exceeded"),
+                                headers: ["retry-after": "1"]))
     }
 
-    func streamFinished(team: String) {
-        guard let s = states[team], teams[team]?.maxConcurrentStreams != nil else { return }
-        TeamState.release(s.openStreams)
-    }
-
-    func admitVideo(_ x: Exchange, team: GatewayConfig.Team) -> Refusal? {
-        if let perDay = team.videosPerDay, let store {
-            let since = Int(time(nil)) - 86_400
-            let used = (try? store.countVideos(team: team.name, since: since)) ?? 0
-            if used >= perDay {
-                return Refusal(error: APIError(429, "Team `\(team.name)` has used its quota of \(perDay) videos in the last 24 hours.", code: "quota_exceeded"),
-                               headers: ["retry-after": "3600"])
-            }
+    /// The daily quota (`usedToday`: the team's videos of the last 24 hours, from the store) and a
+    /// video-in-flight slot. The slot is held by the exchange; a video the upstream accepted keeps
+    /// it (`Lease.keep`) until a poll sees it finish (`videoFinished`).
+    func admitVideo(team: GatewayConfig.Team, usedToday: Int) -> Result<Lease?, Refusal> {
+        if let perDay = team.videosPerDay, usedToday >= perDay {
+            return .failure(Refusal(error: APIError(429, "Team `\(team.name)` has used its quota of \(perDay) videos in the last 24 hours.", code: "quota_exceeded"),
+                                    headers: ["retry-after": "3600"]))
         }
-        if let max = team.maxVideosInFlight, let s = states[team.name] {
-            if !TeamState.acquire(s.videosInFlight, max: max) {
-                return Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) videos in progress.", code: "videos_in_flight_exceeded"),
-                               headers: ["retry-after": "10"])
-            }
-        }
-        return nil
+        guard let max = team.maxVideosInFlight, let s = states[team.name] else { return .success(nil) }
+        if TeamState.acquire(s.videosInFlight, max: max) { return .success(Lease(s, .videoInFlight)) }
+        return .failure(Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) videos in progress.", code: "videos_in_flight_exceeded"),
+                                headers: ["retry-after": "10"]))
     }
 
-    /// A video reached a final state (or its creation failed): frees its in-flight slot.
+    /// A video whose slot was kept reached a final state (or was deleted unfinished): frees it.
     func videoFinished(team: String) {
         guard let s = states[team], teams[team]?.maxVideosInFlight != nil else { return }
         TeamState.release(s.videosInFlight)
@@ -94,4 +85,30 @@ public final class Policy: @unchecked Sendable {
         if s < 60 { return "\(s)s" }
         return "\(s / 60)m\(s % 60)s"
     }
+}
+
+/// One team slot (a chat stream, a video in flight), released exactly once: when its owner lets
+/// it go (`Exchange.finish`), or at the latest when it is freed. `keep()` hands it over to a
+/// longer life (a video the upstream accepted: its slot is released when it finishes).
+final class Lease {
+    enum Kind { case stream, videoInFlight }
+    private let state: TeamState
+    private let kind: Kind
+    private var held = true
+
+    init(_ state: TeamState, _ kind: Kind) { self.state = state; self.kind = kind }
+
+    /// The slot outlives this lease; it is released by whoever sees the video finish.
+    func keep() { held = false }
+
+    func release() {
+        guard held else { return }
+        held = false
+        switch kind {
+        case .stream: TeamState.release(state.openStreams)
+        case .videoInFlight: TeamState.release(state.videosInFlight)
+        }
+    }
+
+    deinit { release() }
 }

@@ -37,12 +37,19 @@ enum HeaderPolicy {
     /// fields, and the configuration's shared block (the key) behind them.
     /// `json`: the body is JSON Veil has parsed, so it is sent as `application/json` whatever
     /// the caller said, from the shared block (one line less per request, held by every stream).
-    static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, forwarding caller: HTTPHeaders = HTTPHeaders(),
-                                extra: [(name: String, value: String)] = [], body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
-        let own = upstreamHeaders(from: caller, requestID: x.requestID, omitting: json ? "content-type" : nil)
+    static func upstreamRequest(_ snapshot: ConfigSnapshot, requestID: String, _ method: String, _ url: String,
+                                forwarding caller: HTTPHeaders = HTTPHeaders(), extra: [(name: String, value: String)] = [],
+                                body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
+        let own = upstreamHeaders(from: caller, requestID: requestID, omitting: json ? "content-type" : nil)
         var r = UpstreamRequest(method: method, url: url, headers: extra.isEmpty ? own : own + extra, body: body)
-        r.sharedHeaders = json ? x.snapshot.upstreamJSONHeaders : x.snapshot.upstreamHeaders
+        r.sharedHeaders = json ? snapshot.upstreamJSONHeaders : snapshot.upstreamHeaders
         return r
+    }
+
+    /// The same, for an exchange.
+    static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, extra: [(name: String, value: String)] = [],
+                                body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
+        upstreamRequest(x.snapshot, requestID: x.requestID, method, url, extra: extra, body: body, json: json)
     }
 
     /// `forwardedRequestFields` but `x-request-id`, which is always Veil's (the caller's, if it
@@ -51,11 +58,13 @@ enum HeaderPolicy {
 
     static let forwardedResponseNames: [String] = forwardedResponseFields.sorted()
 
-    static func callerHeaders(from upstream: [(name: String, value: String)], redact: (String) -> String) -> HTTPHeaders {
+    /// The upstream's fields a caller may see (allow-list, lower-case names). Values are redacted
+    /// where answers go out (`UpstreamEngine` for streams, `Exchange` for whole answers).
+    static func callerHeaders(from upstream: [(name: String, value: String)]) -> HTTPHeaders {
         var h = HTTPHeaders()
         for (name, value) in upstream {
             guard let lower = forwardedResponseNames.first(where: { asciiCaseInsensitiveEquals($0, name) }) else { continue }
-            h.add(lower, redact(value))
+            h.add(lower, value)
         }
         return h
     }

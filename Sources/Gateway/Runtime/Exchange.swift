@@ -2,19 +2,27 @@ import Synchronization
 import HTTPServer
 import HTTPWire
 import Reactor
+import Translation
+import Upstream
 import Glibc
 
-/// One request's journey through the gateway: who asked, what was answered, how long it took.
-/// Answers go through it so every response carries the request id, and the access log gets one
-/// line per request.
+/// One request's journey through the gateway, from admission (head only) to its last byte: who
+/// asked, which route, what was answered, how long it took. Every answer goes through it, so each
+/// carries the request id and the CORS/rate-limit headers, every JSON body passes the key
+/// redactor, the access log gets one line and the usage log one record. It owns the team slots
+/// the request holds (`leases`): they go when it finishes, whichever way that happens.
 public final class Exchange {
     public private(set) var request: HTTPRequest
     /// The request body's size, kept when the body itself is let go (`releaseAfterHead`).
-    public let bytesIn: Int
+    public private(set) var bytesIn = 0
     public let response: HTTPResponder
     public let context: LoopContext
     public let snapshot: ConfigSnapshot
     let log: GatewayLog
+    /// The route the request resolved to (nil for answers given before routing: CORS, 404).
+    var route: Route?
+    /// The values of the route's `{…}` segments.
+    var params: [Substring] = []
     /// The authenticated team, as an index into this exchange's configuration snapshot: the
     /// `Team` value itself is ~100 bytes, held by every open stream otherwise.
     public var teamIndex: Int?
@@ -26,17 +34,19 @@ public final class Exchange {
     public var model: String?
     public var upstreamLatencyMillis: Int?
     public var bytesOut = 0
-    public var usage: (prompt: Int, completion: Int, total: Int)?
+    public var usage: Usage?
     public var errorCode: String?
     /// The prompt, for the access log when `log.prompts: true` (nil otherwise).
     public var prompt: String?
     /// Extra headers every answer of this exchange carries (CORS, rate limits).
     public var commonHeaders = HTTPHeaders()
+    /// Team slots held while the request runs (a stream, a video in flight); released when the
+    /// exchange finishes unless the flow kept them (`Lease.keep`).
+    var leases: [Lease] = []
     private var finished = false
 
-    init(request: HTTPRequest, response: HTTPResponder, context: LoopContext, snapshot: ConfigSnapshot, log: GatewayLog) {
-        self.request = request
-        self.bytesIn = request.body.count
+    init(head: HTTPRequestHead, response: HTTPResponder, peer: String, context: LoopContext, snapshot: ConfigSnapshot, log: GatewayLog) {
+        self.request = HTTPRequest(head: head, body: [], remoteAddress: peer, loop: context.loop)
         self.response = response
         self.context = context
         self.snapshot = snapshot
@@ -45,8 +55,14 @@ public final class Exchange {
         // `loop.now - startedAt` later, and a fresh reading can be 1 ms ahead of `loop.now` for the
         // rest of this iteration — an upstream head arriving in it made that UInt64 subtraction trap.
         self.startedAt = context.loop.now
-        self.requestID = Exchange.requestID(from: request.headers["x-request-id"])
+        self.requestID = Exchange.requestID(from: head.headers["x-request-id"])
         commonHeaders.add("x-request-id", requestID)
+    }
+
+    /// The admitted request's body arrived.
+    func received(body: [UInt8]) {
+        request.body = body
+        bytesIn = body.count
     }
 
     /// A caller's request id is kept when it is short and plain; otherwise Veil makes one.
@@ -95,19 +111,36 @@ public final class Exchange {
     /// Time since the exchange started, by the loop's clock (upstream latency in the access log).
     public var elapsedMillis: Int { Exchange.millis(from: startedAt, to: context.loop.now) }
 
+    // MARK: the client
+
+    /// The client is still there and the answer still open.
+    public var isOpen: Bool { response.isOpen }
+    /// False when the client is slow: producers pause until `onWritable`.
+    var isWritable: Bool { response.isWritable }
+
+    /// Called once if the client leaves before the answer ended.
+    func onClientGone(_ f: @escaping () -> Void) { response.onClose = f }
+    /// Called once the client drained what it was slow to take.
+    func onWritable(_ f: @escaping () -> Void) { response.onWritable = f }
+
+    // MARK: answers
+
+    /// The common fields plus `extra`, whose values are redacted (they may come from upstream).
     public func headers(_ extra: HTTPHeaders = HTTPHeaders()) -> HTTPHeaders {
         if extra.count == 0 { return commonHeaders }
         var h = commonHeaders
         h.fields.reserveCapacity(h.count + extra.count + 5)   // room for what the responder adds
-        for f in extra { h.replace(f.name, f.value) }
+        for f in extra { h.replace(f.name, log.redact(f.value)) }
         return h
     }
 
-    /// A whole JSON answer.
+    /// A whole JSON answer. The key never leaves in it (redacted; the usual case, no key in the
+    /// body, costs one scan and no copy).
     public func send(_ status: Int, _ body: [UInt8], headers extra: HTTPHeaders = HTTPHeaders()) {
+        let clean = KeyRedactor.redact(body, secret: snapshot.apiKeyBytes)
         self.status = status
-        bytesOut += body.count
-        response.json(status, body, headers: headers(extra))
+        bytesOut += clean.count
+        response.json(status, clean, headers: headers(extra))
         finish()
     }
 
@@ -118,23 +151,30 @@ public final class Exchange {
         error.message = log.redact(error.message)
         status = error.status
         errorCode = error.code ?? error.type
+        if error.code == APIError.upstreamAuthFailedCode {
+            log.logger.critical("the upstream refused the gateway's own key: every team is affected until it is fixed",
+                                metadata: ["request_id": "\(requestID)", "path": "\(String(path.prefix(128)))"])
+            context.ops?.metrics.upstreamAuthFailed()
+        }
         let b = error.body
         bytesOut += b.count
         response.fail(error, headers: headers(extra))
         finish()
     }
 
-    /// A whole answer that is not JSON (metrics text, an empty 204).
+    /// A whole answer that is not JSON (metrics text, an empty 204, binary audio).
     public func sendRaw(_ status: Int, _ body: [UInt8], contentType: String?, headers extra: HTTPHeaders = HTTPHeaders()) {
+        let clean = KeyRedactor.redact(body, secret: snapshot.apiKeyBytes)
         self.status = status
-        bytesOut += body.count
+        bytesOut += clean.count
         var h = headers(extra)
         if let contentType { h.replace("content-type", contentType) }
-        response.respond(status: status, headers: h, body: body)
+        response.respond(status: status, headers: h, body: clean)
         finish()
     }
 
-    /// Streaming: the head now, body later through `write`, then `end`.
+    /// Streaming: the head now, body later through `write`, then `end`. Body bytes must already
+    /// be redacted (the engine's stream redactor).
     public func sendHead(_ status: Int, headers extra: HTTPHeaders) {
         self.status = status
         response.sendHead(HTTPResponseHead(status: status, headers: headers(extra)))
@@ -150,16 +190,26 @@ public final class Exchange {
         finish()
     }
 
-    /// The client left, or the response was cut: log what happened.
+    /// The client left, or the answer was cut: log what happened.
     public func abandon(_ reason: String) {
         if errorCode == nil { errorCode = reason }
         response.abort()
         finish()
     }
 
+    /// The transport's detail of an upstream failure, for operators (the caller gets a generic
+    /// message): with the request id, so the two can be matched.
+    func logUpstreamFailure(_ error: UpstreamError) {
+        guard error != .cancelled else { return }
+        log.logger.warning("upstream failure", metadata: ["request_id": "\(requestID)", "path": "\(String(path.prefix(128)))",
+                                                          "error": "\(log.redact(String(describing: error)))"])
+    }
+
     func finish() {
         guard !finished else { return }
         finished = true
+        for l in leases { l.release() }
+        leases = []
         log.access(self, durationMillis: Exchange.millis(from: startedAt, to: EventLoop.monotonicMillis()))
         context.ops?.finished(self)
     }

@@ -23,11 +23,11 @@ public final class ConfigSnapshot: Sendable {
     /// The same plus `Content-Type: application/json`, for bodies Veil parsed as JSON.
     public let upstreamJSONHeaders: UpstreamHeaderBlock
 
-    public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, store: (any VideoStore)? = nil) {
+    public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil) {
         self.config = config
         self.authenticator = TokenAuthenticator(teams: config.teams)
         self.generation = generation
-        self.policy = Policy(teams: config.teams, previous: previous?.policy, store: store)
+        self.policy = Policy(teams: config.teams, previous: previous?.policy)
         self.cors = CORSPolicy(config.cors)
         var b = config.upstream.baseURL
         while b.hasSuffix("/") { b.removeLast() }
@@ -41,18 +41,30 @@ public final class ConfigSnapshot: Sendable {
     public func team(_ index: Int) -> GatewayConfig.Team { config.teams[index] }
 }
 
-/// One loop's share of the gateway: its libcurl client and its per-loop state. Touched only on
-/// that loop's thread.
+/// One loop's share of the gateway: its upstream client, the store seam and its per-loop state.
+/// Touched only on that loop's thread.
 public final class LoopContext: @unchecked Sendable {
     public let loop: EventLoop
     public let upstream: UpstreamClientProtocol
     public var snapshot: ConfigSnapshot
+    let storeExecutor: StoreExecutor
     /// Metrics, readiness and usage recording for this loop (set by `Gateway.attach`).
     public internal(set) var ops: LoopOps?
 
-    public init(loop: EventLoop, upstream: UpstreamClientProtocol, snapshot: ConfigSnapshot) {
+    init(loop: EventLoop, upstream: UpstreamClientProtocol, snapshot: ConfigSnapshot, store: StoreExecutor) {
         self.loop = loop
         self.upstream = upstream
         self.snapshot = snapshot
+        self.storeExecutor = store
     }
+
+    /// Runs `operation` against the store on a store thread; `then` runs back on this loop.
+    func store<T: Sendable>(_ operation: @escaping @Sendable (any StoreBackend) throws -> T,
+                            then: @escaping (Result<T, StoreError>) -> Void) {
+        storeExecutor.run(on: loop, operation, then: then)
+    }
+}
+
+extension EventLoop: StoreCompletionTarget {
+    public func deliver(_ work: @escaping @Sendable () -> Void) { execute(work) }
 }

@@ -58,9 +58,9 @@ public final class GatewayLog: Sendable {
         w.int("bytes_in", x.bytesIn)
         w.int("bytes_out", x.bytesOut)
         if let u = x.usage {
-            w.int("prompt_tokens", u.prompt)
-            w.int("completion_tokens", u.completion)
-            w.int("total_tokens", u.total)
+            w.int("prompt_tokens", u.promptTokens)
+            w.int("completion_tokens", u.completionTokens)
+            w.int("total_tokens", u.totalTokens)
         }
         if let e = x.errorCode { w.string("error", e) }
         if x.snapshot.config.log.prompts, let p = x.prompt { w.string("prompt", String(p.prefix(2000))) }

@@ -16,18 +16,27 @@ public final class VeilRuntime: @unchecked Sendable {
     private let generation = Atomic<Int>(1)
     private var current: ConfigSnapshot?
     private let stoppedLoops = Atomic<Int>(0)
-    private let sqlite: SQLiteStore
+    private let backend: any StoreBackend
+    private let closeBackend: () -> Void
     public var log: GatewayLog { gateway.log }
 
     /// Opens the store (failing with a message naming its path) and prepares the gateway.
-    public init(config: GatewayConfig, log: GatewayLog? = nil) throws {
+    /// `backend` replaces the configured store (tests: a slow or failing one).
+    public init(config: GatewayConfig, log: GatewayLog? = nil, backend: (any StoreBackend)? = nil) throws {
         self.config = config
-        let store: SQLiteStore
-        do { store = try SQLiteStore(path: config.store.path) } catch {
-            throw ConfigError("store.path", "cannot open the store: \(error)")
+        if let backend {
+            self.backend = backend
+            closeBackend = {}
+        } else {
+            let store: SQLiteStore
+            do { store = try SQLiteStore(path: config.store.path) } catch {
+                throw ConfigError("store.path", "cannot open the store: \(error)")
+            }
+            self.backend = store
+            closeBackend = { store.close() }
         }
-        self.sqlite = store
-        self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access), store: store)
+        self.gateway = Gateway(log: log ?? GatewayLog(upstreamKey: config.upstream.apiKey, accessLog: config.log.access),
+                               store: StoreExecutor(backend: self.backend))
     }
 
     public static func loopCount(_ workers: Int) -> Int {
@@ -43,10 +52,10 @@ public final class VeilRuntime: @unchecked Sendable {
             throw ConfigError("listen", "`\(config.listen)` is not host:port")
         }
         let n = VeilRuntime.loopCount(config.workers)
-        let snapshot = ConfigSnapshot(config: config, generation: 1, store: gateway.store)
+        let snapshot = ConfigSnapshot(config: config, generation: 1)
         current = snapshot
         loops = (0..<n).map { EventLoop(id: $0) }
-        gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot) }
+        gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot, store: gateway.store) }
         server = try HTTPServer(config: config.serverConfig(host: host, port: port), handler: gateway, loops: loops)
         gateway.attach(server: server)
         for loop in loops {
@@ -63,7 +72,7 @@ public final class VeilRuntime: @unchecked Sendable {
     /// requests already running finish under the snapshot they started with.
     public func reload(_ newConfig: GatewayConfig) {
         let g = generation.add(1, ordering: .relaxed).newValue
-        let snap = ConfigSnapshot(config: newConfig, generation: g, previous: current, store: gateway.store)
+        let snap = ConfigSnapshot(config: newConfig, generation: g, previous: current)
         current = snap
         config = newConfig
         log.updateKey(newConfig.upstream.apiKey)
@@ -87,6 +96,7 @@ public final class VeilRuntime: @unchecked Sendable {
         for l in loops { l.stop() }
         let deadline = EventLoop.monotonicMillis() + 2_000
         while stoppedLoops.load(ordering: .relaxed) < loops.count && EventLoop.monotonicMillis() < deadline { usleep(5_000) }
-        sqlite.close()
+        gateway.store.shutdown()
+        closeBackend()
     }
 }

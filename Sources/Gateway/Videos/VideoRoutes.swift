@@ -4,43 +4,13 @@ import Store
 import Translation
 import Upstream
 
-/// The OpenAI Videos API over the upstream (issue: videos). Every video belongs to the team
-/// that made it; another team's id and an unknown id get the same 404, so ids can't be probed.
+/// The OpenAI Videos API over the upstream. Every video belongs to the team that made it;
+/// another team's id and an unknown id get the same 404, so ids can't be probed. Each handler is
+/// a short flow: pure checks, then store calls (on a store thread, answered on this loop) and
+/// upstream exchanges (hook sets in VideoHooks.swift, driven by `UpstreamEngine`).
 enum VideoRoutes {
-    static func route(_ x: Exchange, _ gateway: Gateway) {
-        let path = x.request.path
-        let method = x.request.method
-        if path == "/v1/videos" {
-            switch method {
-            case "POST": return create(x, gateway)
-            case "GET": return list(x, gateway)
-            default: return x.fail(gateway.methodNotAllowed(method, allowed: "GET, POST"), headers: ["allow": "GET, POST"])
-            }
-        }
-        // /v1/videos/{id}[/content|/remix]
-        let rest = path.dropFirst("/v1/videos/".count)
-        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count >= 1, parts.count <= 2, let upstreamID = VeilID.upstreamVideoID(fromVeil: String(parts[0])) else {
-            return x.fail(.notFound("No such video."))
-        }
-        let id = String(parts[0])
-        if parts.count == 1 {
-            switch method {
-            case "GET": return retrieve(x, gateway, id: id)
-            case "DELETE": return delete(x, gateway, id: id)
-            default: return x.fail(gateway.methodNotAllowed(method, allowed: "GET, DELETE"), headers: ["allow": "GET, DELETE"])
-            }
-        }
-        switch (method, parts[1]) {
-        case ("GET", "content"): return VideoContent.start(x, gateway, id: id)
-        case (_, "content"): return x.fail(gateway.methodNotAllowed(method, allowed: "GET"), headers: ["allow": "GET"])
-        case (_, "remix"):
-            // 4xx, never 5xx: the SDKs retry 5xx.
-            return x.fail(APIError(400, "Remixing is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation"))
-        default:
-            _ = upstreamID
-            return x.fail(.notFound("No such video endpoint."))
-        }
+    static func unsupportedRemix(_ x: Exchange, _ g: Gateway) {
+        x.fail(APIError(400, "Remixing is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation"))
     }
 
     // MARK: create
@@ -60,115 +30,103 @@ enum VideoRoutes {
         }
         x.model = spec.model
         if cfg.log.prompts { x.prompt = spec.prompt }
-        // @name isolation: a character another team made can't be used in this team's prompt
-        // (loose scan, see `characterNameCandidates`; a store failure refuses rather than passes).
-        do {
-            if let name = try CharacterRoutes.foreignCharacterMention(in: spec.prompt, team: team.name, store: g.store) {
+        // One store call: @name isolation (a character another team made can't be used in this
+        // team's prompt; loose scan, see `characterNameCandidates`) and the daily count.
+        let candidates = characterNameCandidates(in: spec.prompt)
+        let teamName = team.name
+        let countToday = team.videosPerDay != nil
+        let since = Int(time(nil)) - 86_400
+        x.context.store({ db -> (foreign: String?, usedToday: Int) in
+            (try CharacterRoutes.foreignCharacter(among: candidates, team: teamName, in: db),
+             countToday ? try db.countVideos(team: teamName, since: since) : 0)
+        }) { result in
+            let checks: (foreign: String?, usedToday: Int)
+            switch result {
+            case .failure(let e): return x.fail(storeFailure(g, e))
+            case .success(let c): checks = c
+            }
+            if let name = checks.foreign {
                 return x.fail(APIError(403, "The prompt uses @\(name), a character that belongs to another team.", param: "prompt", code: "character_not_owned"))
             }
-        } catch { return x.fail(storeFailure(g, error)) }
-        if let refusal = x.snapshot.policy.admitVideo(x, team: team) { return x.fail(refusal.error, headers: refusal.headers) }
-        switch spec.image {
-        case .url(let u)?:
-            ImageFetch.start(x, url: u, settings: cfg.videos) { result in
-                switch result {
-                case .failure(let e): x.snapshot.policy.videoFinished(team: team.name); x.fail(e)
+            let lease: Lease?
+            switch x.snapshot.policy.admitVideo(team: team, usedToday: checks.usedToday) {
+            case .failure(let refusal): return x.fail(refusal.error, headers: refusal.headers)
+            case .success(let l): lease = l
+            }
+            if let lease { x.leases.append(lease) }
+            guard case .url(let u)? = spec.image else { return submit(x, g, spec, team: team, lease: lease) }
+            UpstreamEngine.fetch(x, ImageFetchHooks(url: u, settings: cfg.videos)) { fetched in
+                switch fetched {
+                case .failure(let e): x.fail(e)
                 case .success(let bytes):
                     var s = spec
                     s.image = .bytes(bytes, filename: nil, contentType: ImageKind.sniff(bytes)?.mimeType)
-                    submit(x, g, s, team: team)
+                    submit(x, g, s, team: team, lease: lease)
                 }
             }
-        default:
-            submit(x, g, spec, team: team)
         }
     }
 
-    /// The upstream call: multipart with the image as a file and — the quirk — the key in `size`.
-    static func submit(_ x: Exchange, _ g: Gateway, _ spec: VideoSpec, team: GatewayConfig.Team) {
-        let cfg = x.snapshot.config
-        var form = MultipartEncoder()
-        if case .bytes(let b, let filename, let ct)? = spec.image {
-            let kind = ImageKind.sniff(b)
-            form.addFile(name: "input_reference", filename: filename ?? "input.\(kind?.fileExtension ?? "png")",
-                         contentType: ct ?? kind?.mimeType ?? "application/octet-stream", data: b)
-        }
-        form.addField(name: "prompt", value: spec.prompt)
-        form.addField(name: "model", value: spec.model)
-        form.addField(name: "size", value: cfg.upstream.keyInSizeField ? cfg.upstream.apiKey : spec.size)
-        let (body, contentType) = form.finish()
-        let r = HeaderPolicy.upstreamRequest(x, "POST", x.snapshot.upstreamBase + "/v1/videos", extra: [("content-type", contentType)], body: body)
-        let call = BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = x.elapsedMillis
-            let key = x.snapshot.apiKeyBytes
+    /// The upstream call, then the store: the video is recorded for the team before the caller
+    /// hears of it. Its in-flight slot stays taken (`keep`) until a poll sees it finish.
+    static func submit(_ x: Exchange, _ g: Gateway, _ spec: VideoSpec, team: GatewayConfig.Team, lease: Lease?) {
+        let now = Int(time(nil))
+        UpstreamEngine.fetch(x, VideoCreateHooks(x.snapshot, requestID: x.requestID, spec: spec, now: now)) { result in
+            let created: VideoCreateHooks.Created
             switch result {
-            case .failure(let e):
-                x.snapshot.policy.videoFinished(team: team.name)
-                return x.fail(APIError.from(e))
-            case .success(let (head, raw)):
-                guard head.status == 200 || head.status == 201 else {
-                    x.snapshot.policy.videoFinished(team: team.name)
-                    return x.fail(upstreamError(head.status, raw, key: key))
-                }
-                let task: UpstreamVideoTask
-                do { task = try UpstreamVideoTask(json: raw) } catch {
-                    x.snapshot.policy.videoFinished(team: team.name)
-                    return x.fail(APIError(502, "The upstream's answer to the video request was not understood.", code: "upstream_invalid_response"))
-                }
-                guard let upstreamID = task.id, let veilID = VeilID.videoID(upstream: upstreamID) else {
-                    x.snapshot.policy.videoFinished(team: team.name)
-                    return x.fail(APIError(502, "The upstream's answer carried no usable video id.", code: "upstream_invalid_response"))
-                }
-                let now = Int(time(nil))
-                let facts = VideoFacts(veilID: veilID, model: spec.model, size: spec.size, seconds: spec.seconds,
-                                       prompt: spec.prompt, createdAt: task.createdAt ?? now)
-                let object = translateVideo(task, facts: facts, now: now)
-                let record = VideoRecord(object: object, upstreamID: upstreamID, team: team.name, now: now)
-                do { try g.store.insertVideo(record) } catch {
-                    g.log.logger.error("store: cannot record a new video", metadata: ["video": "\(veilID)", "error": "\(error)"])
+            case .failure(let e): return x.fail(e)
+            case .success(let c): created = c
+            }
+            let record = VideoRecord(object: created.object, upstreamID: created.upstreamID, team: team.name, now: now)
+            x.context.store({ db in try db.insertVideo(record) }) { stored in
+                if case .failure(let e) = stored {
+                    g.log.logger.error("store: cannot record a new video", metadata: ["video": "\(record.id)", "request_id": "\(x.requestID)", "error": "\(e)"])
                     return x.fail(APIError(500, "The video was submitted but could not be recorded; contact the platform team with this request id.", code: "store_failed"))
                 }
-                if object.status == .completed || object.status == .failed { x.snapshot.policy.videoFinished(team: team.name) }
-                x.send(200, KeyRedactor.redact(object.jsonBytes, secret: key), headers: pollHeaders(object, cfg))
+                let object = created.object
+                if object.status != .completed && object.status != .failed { lease?.keep() }
+                x.send(200, object.jsonBytes, headers: pollHeaders(object, x.snapshot.config))
             }
         }
-        x.response.onClose = { call.cancel() }
     }
 
     // MARK: retrieve
 
-    /// The caller's team's video `id`, or nil once the exchange is answered: 401 without a team,
-    /// 404 for an unknown id and for another team's (the same answer), 500 if the store fails.
-    static func ownedVideo(_ x: Exchange, _ g: Gateway, id: String) -> VideoRecord? {
-        guard let team = x.team else { x.fail(.unauthorized); return nil }
-        do {
-            guard let r = try g.store.video(id: id, team: team.name) else { x.fail(.notFound("No such video.")); return nil }
-            return r
-        } catch {
-            x.fail(storeFailure(g, error))
-            return nil
+    /// The caller's team's video `id` (the route's parameter), then `found`; answers 404 for an
+    /// unknown id and for another team's (the same answer), 500 if the store fails.
+    static func withOwnedVideo(_ x: Exchange, _ g: Gateway, _ found: @escaping (VideoRecord) -> Void) {
+        guard let team = x.team else { return x.fail(.unauthorized) }
+        guard let id = x.params.first.map(String.init), VeilID.upstreamVideoID(fromVeil: id) != nil else {
+            return x.fail(.notFound("No such video."))
         }
-    }
-
-    static func retrieve(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let record = ownedVideo(x, g, id: id) else { return }
-        x.model = record.model
-        let cfg = x.snapshot.config
-        let key = x.snapshot.apiKeyBytes
-        if record.status == "completed" || record.status == "failed" {
-            // Finished: answered from the store, no upstream call.
-            return x.send(200, KeyRedactor.redact(record.object.jsonBytes, secret: key))
-        }
-        poll(x, g, record) { outcome in
-            switch outcome {
-            case .failure(let e): x.fail(e)
-            case .success(let object): x.send(200, KeyRedactor.redact(object.jsonBytes, secret: key), headers: pollHeaders(object, cfg))
+        let teamName = team.name
+        x.context.store({ db in try db.video(id: id, team: teamName) }) { result in
+            switch result {
+            case .failure(let e): x.fail(storeFailure(g, e))
+            case .success(nil): x.fail(.notFound("No such video."))
+            case .success(let r?): found(r)
             }
         }
     }
 
-    /// Asks the upstream for a video's state, sharing the call with concurrent polls; the
-    /// fetching poll writes the new state to the store.
+    static func retrieve(_ x: Exchange, _ g: Gateway) {
+        withOwnedVideo(x, g) { record in
+            x.model = record.model
+            let cfg = x.snapshot.config
+            if record.status == "completed" || record.status == "failed" {
+                return x.send(200, record.object.jsonBytes)      // finished: from the store, no upstream call
+            }
+            poll(x, g, record) { outcome in
+                switch outcome {
+                case .failure(let e): x.fail(e)
+                case .success(let object): x.send(200, object.jsonBytes, headers: pollHeaders(object, cfg))
+                }
+            }
+        }
+    }
+
+    /// Asks the upstream for a video's state, sharing the call with concurrent polls (across
+    /// loops, for `videos.poll_cache_ms`); the fetching poll writes the new state to the store.
     static func poll(_ x: Exchange, _ g: Gateway, _ record: VideoRecord, then deliver: @escaping (PollCoalescer.Outcome) -> Void) {
         let cfg = x.snapshot.config
         let waiter = PollCoalescer.Waiter(loop: x.context.loop, deliver: deliver)
@@ -177,35 +135,24 @@ enum VideoRoutes {
         case .wait: return
         case .fetch: break
         }
-        let r = HeaderPolicy.upstreamRequest(x, "GET", x.snapshot.upstreamBase + "/v1/videos/" + record.upstreamID)
-        BufferedCall.start(x.context, r) { result in
-            x.upstreamLatencyMillis = x.elapsedMillis
-            let key = x.snapshot.apiKeyBytes
-            let outcome: PollCoalescer.Outcome
-            switch result {
-            case .failure(let e): outcome = .failure(APIError.from(e))
-            case .success(let (head, raw)):
-                if head.status != 200 {
-                    outcome = .failure(upstreamError(head.status, raw, key: key))
-                } else if let task = try? UpstreamVideoTask(json: raw) {
-                    let now = Int(time(nil))
-                    let object = translateVideo(task, facts: record.facts, now: now)
-                    var updated = record
-                    updated.apply(object, now: now)
-                    if updated != record {
-                        do { try g.store.updateVideo(updated) } catch {
-                            g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(error)"])
+        let now = Int(time(nil))
+        UpstreamEngine.fetch(x, VideoPollHooks(x.snapshot, requestID: x.requestID, record: record, now: now)) { result in
+            if case .success(let object) = result {
+                var updated = record
+                updated.apply(object, now: now)
+                if updated != record {
+                    let newState = updated
+                    x.context.store({ db in try db.updateVideo(newState) }) { stored in
+                        if case .failure(let e) = stored {
+                            g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(e)"])
                         }
                     }
-                    if (object.status == .completed || object.status == .failed) && record.status != object.status.rawValue {
-                        x.snapshot.policy.videoFinished(team: record.team)
-                    }
-                    outcome = .success(object)
-                } else {
-                    outcome = .failure(APIError(502, "The upstream's video status was not understood.", code: "upstream_invalid_response"))
+                }
+                if object.status.isFinal && record.status != object.status.rawValue {
+                    x.snapshot.policy.videoFinished(team: record.team)
                 }
             }
-            g.polls.complete(record.id, outcome, now: x.context.loop.now, cache: true)
+            g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
         }
     }
 
@@ -218,28 +165,65 @@ enum VideoRoutes {
         case .failure(let e): return x.fail(e)
         case .success(let q): query = q
         }
-        do {
-            let page = try g.store.listVideos(team: team.name, after: query.after, limit: query.limit, descending: query.descending)
-            let body = ListQuery.body(items: page.items.map(\.object.jsonBytes), firstID: page.items.first?.id,
-                                      lastID: page.items.last?.id, hasMore: page.hasMore)
-            x.send(200, KeyRedactor.redact(body, secret: x.snapshot.apiKeyBytes))
-        } catch { x.fail(storeFailure(g, error)) }
+        let teamName = team.name
+        x.context.store({ db in
+            try db.listVideos(team: teamName, after: query.after, limit: query.limit, descending: query.descending)
+        }) { result in
+            switch result {
+            case .failure(let e): x.fail(storeFailure(g, e))
+            case .success(let page):
+                x.send(200, ListQuery.body(items: page.items.map(\.object.jsonBytes), firstID: page.items.first?.id,
+                                           lastID: page.items.last?.id, hasMore: page.hasMore))
+            }
+        }
     }
 
-    static func delete(_ x: Exchange, _ g: Gateway, id: String) {
-        guard let team = x.team else { return x.fail(.unauthorized) }
-        do {
-            // An unfinished video deleted now will never be polled to its end: free its in-flight slot.
-            let unfinished = (try g.store.video(id: id, team: team.name)).map { $0.status == "queued" || $0.status == "in_progress" } ?? false
-            guard try g.store.deleteVideo(id: id, team: team.name) else { return x.fail(.notFound("No such video.")) }
-            if unfinished { x.snapshot.policy.videoFinished(team: team.name) }
-            g.polls.forget(id)
-            var w = JSONObjectWriter()
-            w.string("id", id)
-            w.string("object", "video.deleted")
-            w.bool("deleted", true)
-            x.send(200, w.finish())
-        } catch { x.fail(storeFailure(g, error)) }
+    static func delete(_ x: Exchange, _ g: Gateway) {
+        withOwnedVideo(x, g) { record in
+            let teamName = record.team
+            x.context.store({ db in try db.deleteVideo(id: record.id, team: teamName) }) { result in
+                switch result {
+                case .failure(let e): return x.fail(storeFailure(g, e))
+                case .success(false): return x.fail(.notFound("No such video."))
+                case .success(true): break
+                }
+                // An unfinished video deleted now will never be polled to its end: free its slot.
+                if record.status == "queued" || record.status == "in_progress" { x.snapshot.policy.videoFinished(team: teamName) }
+                g.polls.forget(record.id)
+                var w = JSONObjectWriter()
+                w.string("id", record.id)
+                w.string("object", "video.deleted")
+                w.bool("deleted", true)
+                x.send(200, w.finish())
+            }
+        }
+    }
+
+    // MARK: content
+
+    static func content(_ x: Exchange, _ g: Gateway) {
+        let variant = QueryString.parse(x.request.head.query)["variant"] ?? "video"
+        switch variant {
+        case "video", "watermarked": break
+        case "thumbnail", "spritesheet":
+            return x.fail(APIError(404, "This upstream produces no \(variant); only `video` and `watermarked` are available.", param: "variant", code: "variant_unavailable"))
+        default:
+            return x.fail(APIError(400, "`variant` must be `video` or `watermarked`.", param: "variant", code: "invalid_variant"))
+        }
+        let range = x.request.headers["range"]
+        if let range, !VideoContentHooks.isByteRange(range) {
+            return x.fail(APIError(416, "`Range` must be `bytes=start-end`, `bytes=start-` or `bytes=-suffix`.", code: "invalid_range"), headers: ["accept-ranges": "bytes"])
+        }
+        withOwnedVideo(x, g) { record in
+            x.model = record.model
+            guard record.status == "completed" else {
+                return x.fail(APIError(400, "Video \(record.id) is \(record.status); its content is available once it is completed.", code: "video_not_ready"))
+            }
+            guard let url = variant == "watermarked" ? record.watermarkedURL : record.videoURL, !url.isEmpty else {
+                return x.fail(APIError(404, "Video \(record.id) has no \(variant == "watermarked" ? "watermarked " : "")file.", param: "variant", code: "variant_unavailable"))
+            }
+            UpstreamEngine.proxy(x, VideoContentHooks(url: url, range: range))
+        }
     }
 
     // MARK: helpers
@@ -248,98 +232,12 @@ enum VideoRoutes {
         (o.status == .queued || o.status == .inProgress) ? ["openai-poll-after-ms": String(cfg.videos.pollAfterMillis)] : HTTPHeaders()
     }
 
-    static func storeFailure(_ g: Gateway, _ error: Error) -> APIError {
+    static func storeFailure(_ g: Gateway, _ error: StoreError) -> APIError {
         g.log.logger.error("store failure", metadata: ["error": "\(error)"])
         return APIError(500, "The gateway's store failed; try again.", code: "store_failed")
     }
-
-    /// An upstream error answer in Veil's envelope, its message redacted (also after JSON
-    /// decoding). 4xx keep their status; 5xx become 502 unless `keepStatus` (chat and models
-    /// relay the upstream's status as is).
-    static func upstreamError(_ status: Int, _ raw: [UInt8], key: [UInt8], keepStatus: Bool = false) -> APIError {
-        var message = "The upstream refused the request (HTTP \(status))."
-        // Redacted after JSON decoding too: a key written with escapes would otherwise come back.
-        if let m = upstreamErrorMessage(raw, secret: key) {
-            message = "The upstream refused the request (HTTP \(status)): \(m)"
-        }
-        let s = keepStatus && status >= 400 ? status : (status >= 500 ? 502 : (status >= 400 ? status : 502))
-        return APIError(s, message, code: "upstream_error")
-    }
 }
 
-extension VideoRecord {
-    init(object o: VideoObject, upstreamID: String, team: String, now: Int) {
-        self.init(id: o.id, upstreamID: upstreamID, team: team, model: o.model, prompt: o.prompt ?? "",
-                  size: o.size, seconds: o.seconds, status: o.status.rawValue, progress: o.progress,
-                  createdAt: o.createdAt, completedAt: o.completedAt, expiresAt: o.expiresAt,
-                  errorCode: o.error?.code, errorMessage: o.error?.message,
-                  videoURL: o.videoURL, watermarkedURL: o.watermarkedVideoURL, updatedAt: now)
-    }
-
-    var facts: VideoFacts {
-        VideoFacts(veilID: id, model: model, size: size, seconds: seconds, prompt: prompt, createdAt: createdAt)
-    }
-
-    /// The stored state as Veil's object.
-    var object: VideoObject {
-        VideoObject(id: id, model: model, status: VideoStatus(rawValue: status) ?? .inProgress, progress: progress,
-                    createdAt: createdAt, completedAt: completedAt, expiresAt: expiresAt, size: size, seconds: seconds,
-                    prompt: prompt, error: errorCode.map { VideoError(code: $0, message: errorMessage ?? "") },
-                    videoURL: videoURL, watermarkedVideoURL: watermarkedURL)
-    }
-
-    /// Takes a newer upstream state; the first completion time is kept.
-    mutating func apply(_ o: VideoObject, now: Int) {
-        status = o.status.rawValue
-        progress = o.progress
-        completedAt = completedAt ?? o.completedAt
-        expiresAt = o.expiresAt
-        errorCode = o.error?.code
-        errorMessage = o.error?.message
-        videoURL = o.videoURL
-        watermarkedURL = o.watermarkedVideoURL
-        if size == nil { size = o.size }
-        if seconds == nil { seconds = o.seconds }
-        updatedAt = now
-    }
-}
-
-/// `a=1&b=2` → dictionary (first value wins), percent-decoded. Pure.
-enum QueryString {
-    static func parse(_ q: Substring?) -> [String: String] {
-        var out: [String: String] = [:]
-        guard let q else { return out }
-        for pair in q.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let k = percentDecode(kv[0]) else { continue }
-            let v = kv.count > 1 ? (percentDecode(kv[1]) ?? "") : ""
-            if out[k] == nil { out[k] = v }
-        }
-        return out
-    }
-
-    static func percentDecode(_ s: Substring) -> String? {
-        var out: [UInt8] = []
-        var it = Array(s.utf8)[...]
-        while let c = it.popFirst() {
-            if c == UInt8(ascii: "+") { out.append(0x20); continue }
-            if c == UInt8(ascii: "%") {
-                guard it.count >= 2, let h = hex(it[it.startIndex]), let l = hex(it[it.startIndex + 1]) else { return nil }
-                out.append(h << 4 | l)
-                it = it.dropFirst(2)
-                continue
-            }
-            out.append(c)
-        }
-        return String(validating: out, as: UTF8.self)
-    }
-
-    private static func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: return c - 48
-        case 65...70: return c - 55
-        case 97...102: return c - 87
-        default: return nil
-        }
-    }
+extension VideoStatus {
+    var isFinal: Bool { self == .completed || self == .failed }
 }

@@ -1,0 +1,182 @@
+import HTTPWire
+import Translation
+import Upstream
+
+/// Drives one upstream exchange for one caller, whatever the endpoint: nginx's upstream module
+/// for Veil. It owns everything around the endpoint's hooks:
+/// - starting the transfer (the configuration's timeouts applied), cancelling it when the client
+///   leaves, and back-pressure (a slow client pauses the transfer, its draining resumes it);
+/// - latency (`upstream_ms`), the stream metrics, the size cap of buffered answers;
+/// - key redaction: every streamed byte passes one `KeyRedactor`; buffered answers are redacted
+///   by `Exchange`, where every answer goes out;
+/// - error mapping (`APIError.upstream`), and ending every path in exactly one answer (or one
+///   value handed to the flow), after which the exchange's leases go with it.
+///
+/// Two ways in: `proxy` answers the caller itself (chat, models, video content); `fetch` hands the
+/// hooks' value to a continuation that goes on (store writes, a second call) and answers later.
+final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
+    private enum Phase {
+        case waitingHead
+        case streaming
+        case buffering(limit: Int)
+        case done
+    }
+
+    private let x: Exchange
+    private var hooks: H
+    private var phase = Phase.waitingHead
+    private var transfer: UpstreamTransfer?
+    private var redactor: KeyRedactor
+    private var head: UpstreamResponseHead?
+    private var body: [UInt8] = []
+    private var firstByteSeen = false
+    private var countsAsStream = false
+    /// `fetch` only: where the value (or the caller's error) goes.
+    private var continuation: ((Result<H.Value, APIError>) -> Void)?
+
+    private init(_ x: Exchange, _ hooks: H) {
+        self.x = x
+        self.hooks = hooks
+        redactor = KeyRedactor(secret: x.snapshot.apiKeyBytes)
+    }
+
+    /// Runs the exchange and answers the caller.
+    static func proxy(_ x: Exchange, _ hooks: H) {
+        UpstreamEngine(x, hooks).start()
+    }
+
+    /// Runs the exchange and hands its value to `then` (on the same loop); failures the caller
+    /// must see arrive as `.failure` (the flow answers with them). A client that leaves cancels
+    /// the transfer; `then` still runs (with `.failure`), so the flow's own end is always reached.
+    static func fetch(_ x: Exchange, _ hooks: H, then: @escaping (Result<H.Value, APIError>) -> Void) {
+        let e = UpstreamEngine(x, hooks)
+        e.continuation = then
+        e.start()
+    }
+
+    private func start() {
+        var request: UpstreamRequest
+        switch hooks.makeRequest() {
+        case .failure(let e): return complete(.fail(e))
+        case .success(let r): request = r
+        }
+        let up = x.snapshot.config.upstream
+        if request.connectTimeoutMillis == UpstreamRequest.defaults.connectTimeoutMillis { request.connectTimeoutMillis = up.connectTimeoutMillis }
+        if request.timeoutMillis == UpstreamRequest.defaults.timeoutMillis { request.timeoutMillis = up.requestTimeoutMillis }
+        if request.stallTimeoutMillis == 0 { request.stallTimeoutMillis = up.stallTimeoutMillis }
+        if hooks.cancelWhenClientLeaves { x.onClientGone { [weak self] in self?.transfer?.cancel() } }
+        transfer = x.context.upstream.start(request, delegate: self)
+    }
+
+    // MARK: UpstreamDelegate
+
+    func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
+        x.upstreamLatencyMillis = x.elapsedMillis
+        switch hooks.onHead(head) {
+        case .stream(let status, let headers):
+            phase = .streaming
+            x.sendHead(status, headers: headers)          // values redacted by the exchange
+            x.releaseAfterHead()          // the transfer holds its own copy of the request body
+            if status == 200 && isEventStream(headers) {
+                countsAsStream = true
+                x.context.ops?.metrics.streamOpened()
+            }
+        case .buffer(let limit):
+            self.head = head
+            phase = .buffering(limit: limit ?? x.snapshot.config.upstream.maxResponseBytes)
+        case .fail(let e, let headers):
+            phase = .done
+            transfer?.cancel()
+            transfer = nil
+            complete(.fail(e, headers: headers))
+        }
+    }
+
+    func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
+        switch phase {
+        case .streaming:
+            if countsAsStream && !firstByteSeen {
+                firstByteSeen = true
+                x.context.ops?.metrics.firstStreamByte(afterMillis: x.elapsedMillis)
+            }
+            redactor.process(bytes) { clean in hooks.filter(clean) { x.write($0) } }
+            if !x.isWritable {
+                transfer?.pause()
+                x.onWritable { [weak self] in self?.transfer?.resume() }
+            }
+        case .buffering(let limit):
+            if body.count + bytes.count > limit {
+                phase = .done
+                transfer?.cancel()
+                transfer = nil
+                return complete(.fail(hooks.failure(.tooLarge)))
+            }
+            body.append(contentsOf: bytes)
+        case .waitingHead, .done:
+            break
+        }
+    }
+
+    func upstreamDidFinish(_ error: UpstreamError?) {
+        transfer = nil
+        switch phase {
+        case .done:
+            return
+        case .streaming:
+            phase = .done
+            if countsAsStream { x.context.ops?.metrics.streamClosed() }
+            // A held-back key prefix is never released (a stream cut inside the key).
+            redactor.finish { clean in hooks.filter(clean) { x.write($0) } }
+            let ending = hooks.streamEnded(error)
+            if let u = hooks.usage { x.usage = u }
+            if error == .cancelled && !x.isOpen { return x.abandon("client_closed") }
+            switch ending {
+            case .end:
+                x.end()
+            case .endWith(let bytes, let code):
+                x.errorCode = code
+                bytes.withUnsafeBytes { x.write($0) }
+                x.end()
+            case .abort(let reason):
+                x.abandon(reason)
+            }
+        case .waitingHead, .buffering:
+            phase = .done
+            if let error {
+                if error == .cancelled && !x.isOpen { return complete(.fail(APIError(499, "The client closed the connection.", code: "client_closed"))) }
+                x.logUpstreamFailure(error)
+                return complete(.fail(hooks.failure(error)))
+            }
+            guard let head else { return complete(.fail(.upstream(.broken("no response head")))) }
+            let outcome = hooks.finish(UpstreamAnswer(head: head, body: body))
+            body = []
+            if let u = hooks.usage { x.usage = u }
+            complete(outcome)
+        }
+    }
+
+    /// The one exit of a buffered exchange: an answer for the caller, or the flow's value.
+    private func complete(_ outcome: Outcome<H.Value>) {
+        if let next = continuation {
+            continuation = nil
+            switch outcome {
+            case .value(let v): return next(.success(v))
+            case .fail(let e, _): return next(.failure(e))
+            case .json, .raw:
+                // Hooks run through `fetch` hand values to their flow; answering is the flow's job.
+                return next(.failure(APIError(500, "An upstream exchange answered instead of handing on its value.", code: "internal_error")))
+            }
+        }
+        switch outcome {
+        case .json(let status, let body, let headers): x.send(status, body, headers: headers)
+        case .raw(let status, let body, let contentType, let headers): x.sendRaw(status, body, contentType: contentType, headers: headers)
+        case .fail(let e, let headers): x.fail(e, headers: headers)
+        case .value: x.fail(APIError(500, "An upstream exchange ended without an answer.", code: "internal_error"))
+        }
+    }
+
+    private func isEventStream(_ h: HTTPHeaders) -> Bool {
+        guard let ct = h["content-type"] else { return false }
+        return asciiCaseInsensitiveEquals(Substring(ct.utf8.prefix(17)), "text/event-stream")
+    }
+}
