@@ -73,13 +73,16 @@ enum RawHTTPClient {
     }
 
     /// Writes all of `bytes` (stops early only if the socket fails or times out).
-    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
+    /// Returns how many bytes went out (all of them unless the connection failed or timed out).
+    @discardableResult
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Int {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { break }
             sent += n
         }
+        return sent
     }
 
     /// Sends `bytes` as is and reads one response.

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Reactor
 import Sandbox
+import Store
 import Synchronization
 
 /// Veil and the stand-in upstream, both in-process on ephemeral loopback ports.
@@ -28,7 +29,9 @@ final class VeilHarness: @unchecked Sendable {
          upstreamBaseURL: String? = nil,
          stallTimeoutMillis: Int = 5000,
          upstreamExtraYAML: [String] = [],
-         limitsYAML: [String] = []) throws {
+         limitsYAML: [String] = [],
+         workers: Int = 2,
+         backend: (any StoreBackend)? = nil) throws {
         self.upstreamKey = upstreamKey
         var sc = SandboxConfig(apiKey: upstreamKey)
         sc.videoPollsToComplete = 2
@@ -51,7 +54,7 @@ final class VeilHarness: @unchecked Sendable {
         """
         let yaml = """
         listen: "127.0.0.1:0"
-        workers: 2
+        workers: \(workers)
         upstream:
           base_url: "\(upstreamBaseURL ?? sandbox.baseURL)"
           api_key: "\(upstreamKey)"
@@ -73,7 +76,7 @@ final class VeilHarness: @unchecked Sendable {
         let config = try ConfigLoader.load(yaml: yaml, environment: [:])
         let sink = lines
         let log = GatewayLog(upstreamKey: upstreamKey, accessLog: true, sink: { line in sink.append(line) })
-        runtime = try VeilRuntime(config: config, log: log)
+        runtime = try VeilRuntime(config: config, log: log, backend: backend)
         port = try runtime.start()
     }
 

@@ -12,8 +12,10 @@ final class VeilProcess: @unchecked Sendable {
     let stderrPath: String
     private(set) var port: UInt16 = 0
 
-    /// `.build/debug/veil`, found from this source file's place in the package.
+    /// `.build/debug/veil`, found from this source file's place in the package (or the binary
+    /// `VEIL_TEST_BINARY` names: to run the same attacks against another build).
     static var binary: String? {
+        if let b = ProcessInfo.processInfo.environment["VEIL_TEST_BINARY"], !b.isEmpty { return b }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
         for rel in [".build/debug/veil", ".build/x86_64-unknown-linux-gnu/debug/veil"] {

@@ -1,0 +1,62 @@
+import Foundation
+import Glibc
+import Store
+import Synchronization
+import Testing
+
+/// The store is off the event loops: with a store that takes seconds per call, the other
+/// connections of the same loop are answered at once.
+@Suite struct SlowStoreTests {
+    /// A real store whose video reads take `delayMillis` (a disk stalling, a database restarting).
+    final class SlowStore: VideoStore, CharacterStore, UsageStore, @unchecked Sendable {
+        let inner: SQLiteStore
+        let delayMillis: Int
+        let slowCalls = Atomic<Int>(0)
+        init(delayMillis: Int) throws {
+            inner = try SQLiteStore(path: ":memory:")
+            self.delayMillis = delayMillis
+        }
+        private func stall() { slowCalls.add(1, ordering: .relaxed); usleep(UInt32(delayMillis * 1000)) }
+        func insertVideo(_ v: VideoRecord) throws { try inner.insertVideo(v) }
+        func video(id: String, team: String) throws -> VideoRecord? { stall(); return try inner.video(id: id, team: team) }
+        func videoAnyTeam(id: String) throws -> VideoRecord? { try inner.videoAnyTeam(id: id) }
+        func updateVideo(_ v: VideoRecord) throws { try inner.updateVideo(v) }
+        func listVideos(team: String, after: String?, limit: Int, descending: Bool) throws -> (items: [VideoRecord], hasMore: Bool) {
+            stall()
+            return try inner.listVideos(team: team, after: after, limit: limit, descending: descending)
+        }
+        func deleteVideo(id: String, team: String) throws -> Bool { try inner.deleteVideo(id: id, team: team) }
+        func countVideos(team: String, since: Int) throws -> Int { try inner.countVideos(team: team, since: since) }
+        func insertCharacter(_ c: CharacterRecord) throws { try inner.insertCharacter(c) }
+        func character(id: String, team: String) throws -> CharacterRecord? { try inner.character(id: id, team: team) }
+        func characters(team: String) throws -> [CharacterRecord] { try inner.characters(team: team) }
+        func characterByName(_ name: String) throws -> CharacterRecord? { try inner.characterByName(name) }
+        func updateCharacterStatuses(_ updates: [(id: String, status: String)]) throws { try inner.updateCharacterStatuses(updates) }
+        func updateCharacters(_ updates: [CharacterUpdate]) throws { try inner.updateCharacters(updates) }
+        func deleteCharacter(id: String, team: String) throws -> Bool { try inner.deleteCharacter(id: id, team: team) }
+        func recordUsage(_ u: UsageRecord) throws { try inner.recordUsage(u) }
+        func usageSummary(team: String?, since: Int) throws -> [UsageSummary] { try inner.usageSummary(team: team, since: since) }
+    }
+
+    @Test func aSlowStoreDelaysNoOtherConnectionOnItsLoop() throws {
+        let store = try SlowStore(delayMillis: 1_500)
+        let h = try VeilHarness(workers: 1, backend: store)       // one loop: every connection shares it
+        defer { h.stop() }
+        let slowDone = Atomic<Int>(0)
+        let t0 = RawHTTPClient.nowMillis()
+        let slow = Thread {
+            let r = try? h.get("/v1/videos")
+            if r?.status == 200 { slowDone.store(Int(RawHTTPClient.nowMillis() - t0), ordering: .relaxed) }
+        }
+        slow.start()
+        #expect(waitUntil(3) { store.slowCalls.load(ordering: .relaxed) == 1 })   // the store call is under way
+        let t1 = RawHTTPClient.nowMillis()
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/healthz").status == 200)
+        let chat = try h.post("/v1/chat/completions", json: #"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        #expect(chat.status == 200)
+        let others = RawHTTPClient.nowMillis() - t1
+        #expect(others < 1_000, "other connections waited \(others) ms for the store")
+        #expect(waitUntil(5) { slowDone.load(ordering: .relaxed) > 0 })
+        #expect(slowDone.load(ordering: .relaxed) >= 1_400, "the slow call answered after \(slowDone.load(ordering: .relaxed)) ms")
+    }
+}
