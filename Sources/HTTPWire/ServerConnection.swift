@@ -103,6 +103,9 @@ public struct HTTPServerConnection {
 
     public let limits: ConnectionLimits
     public private(set) var parser: HTTPRequestParser
+    /// Unparsed input past which reading pauses: the pipelining read-ahead, or a whole head at
+    /// its largest if that is more (a head the parser may accept must always fit).
+    private let readAheadLimit: Int
     public private(set) var request: RequestState = .idle
     public private(set) var response: ResponseState = .idle
 
@@ -143,6 +146,9 @@ public struct HTTPServerConnection {
     public init(limits: ConnectionLimits, parserLimits: HTTPLimits, now: UInt64) {
         self.limits = limits
         self.parser = HTTPRequestParser(limits: parserLimits)
+        // A head's bytes: up to 4 empty lines, the request line and its CRLF, the fields, the
+        // final CRLF (the parser's limits count the rest).
+        readAheadLimit = max(limits.maxPipelinedBytes, parserLimits.maxRequestLineBytes + parserLimits.maxHeaderBytes + 16)
         self.now = now
         idleDeadline = now + UInt64(limits.headerTimeoutMillis)
         syncDeadline()
@@ -577,9 +583,11 @@ public struct HTTPServerConnection {
         case .idle, .sending:
             if blockedByOutput { want = false; break }
             switch request {
-            case .idle, .head: want = response == .idle || bufferedInput < limits.maxPipelinedBytes
+            // Input waits unparsed between requests (a response in progress, or a driver that
+            // spreads a long pipeline over several loop turns): read ahead only so much.
+            case .idle, .head, .complete: want = bufferedInput < readAheadLimit
+            // Body bytes are consumed as they arrive.
             case .body, .discarding: want = true
-            case .complete: want = bufferedInput < limits.maxPipelinedBytes
             case .admission: want = readingWanted     // decided synchronously: no change
             case .finished: want = false
             }

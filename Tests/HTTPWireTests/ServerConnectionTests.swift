@@ -132,7 +132,10 @@ private let get = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
     @Test func aPausedReaderResumesAndPipelinedReadAheadIsBounded() {
         var limits = ConnectionLimits()
         limits.maxPipelinedBytes = 64
-        var c = Conn(limits)
+        var parser = HTTPLimits()
+        parser.maxRequestLineBytes = 20
+        parser.maxHeaderBytes = 20
+        var c = Conn(limits, parser: parser)
         c.send(get)
         _ = c.steps()
         c.m.admitted(bodyLimit: 0, now: c.now)
@@ -140,7 +143,42 @@ private let get = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
         c.send(String(repeating: get, count: 3))        // read ahead while the response runs
         #expect(c.steps() == [.pause])
         _ = c.answer()
-        #expect(c.steps() == [.resume, .admit("GET /a")])
+        #expect(c.steps() == [.admit("GET /a")])
+        c.m.admitted(bodyLimit: 0, now: c.now)
+        #expect(c.steps() == [.resume, .dispatch("")])    // under the limit again
+    }
+
+    /// The driver pulls only so many requests per loop turn; meanwhile reading must stop at the
+    /// read-ahead limit, not pile up whatever a fast pipeliner sends (the bug: 273 MB accepted).
+    @Test func inputWaitingBetweenTurnsIsBounded() {
+        var limits = ConnectionLimits()
+        limits.maxPipelinedBytes = 64 * 1024
+        var parser = HTTPLimits()
+        parser.maxRequestLineBytes = 1_000
+        parser.maxHeaderBytes = 4_000
+        var c = Conn(limits, parser: parser)
+        let batch = Array(String(repeating: get, count: 1_000).utf8)   // 28 KB
+        c.send(batch)
+        // The driver handles one request, then leaves the rest for its next turn.
+        #expect(c.m.nextAction().map(Step.init) == .admit("GET /a"))
+        c.m.admitted(bodyLimit: 0, now: c.now)
+        #expect(c.m.nextAction().map(Step.init) == .dispatch(""))
+        _ = c.answer()
+        #expect(c.m.wantsRead)
+        c.send(batch)
+        c.send(batch)                                   // 84 KB waiting: past the read-ahead
+        #expect(!c.m.wantsRead)
+        var answered = 1
+        while true {
+            let s = c.steps()
+            guard s.contains(where: { if case .admit = $0 { return true }; return false }) else { break }
+            c.m.admitted(bodyLimit: 0, now: c.now)
+            _ = c.steps()
+            _ = c.answer()
+            answered += 1
+        }
+        #expect(answered == 3_000)
+        #expect(c.m.wantsRead)
     }
 
     @Test func aRefusalAtAdmissionNeverReadsTheBodyNorSendsContinue() {
