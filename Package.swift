@@ -23,19 +23,22 @@ let package = Package(
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
 
-        // Sans-I/O HTTP/1.1: request parser, response serialiser. No sockets, no Foundation.
+        // Sans-I/O HTTP/1.1: request parser, the connection state machine, response serialiser.
+        // No sockets, no Foundation.
         .target(name: "HTTPWire"),
         // The event loop: epoll, timers, cross-thread wake-ups, non-blocking sockets.
         .target(name: "Reactor", dependencies: ["CSystem"]),
-        // HTTP/1.1 connections on the reactor: parser in, responses out, back-pressure.
+        // HTTP/1.1 connections on the reactor: thin drivers of HTTPWire's connection machine.
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
-        // Embedded store (SQLite, WAL) behind small protocols.
+        // The store: records, backend protocols, SQLite (WAL), and the executor that runs a backend
+        // on store threads with completions delivered on the asking loop.
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
         .target(name: "Translation"),
-        // Routes, auth, policy, and the translation between Veil's schema and the upstream's.
+        // The gateway: the route table, admission (auth, limits), the upstream engine and the
+        // endpoints' hooks, videos and characters, operations (metrics, readiness, logs), config.
         .target(name: "Gateway", dependencies: [
             "HTTPServer", "HTTPWire", "Reactor", "Upstream", "Store",
             "CCrypto", "Translation",

@@ -66,7 +66,7 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget, LoopTask {
 
     /// At most a few reads per wake-up, so one busy client cannot starve the loop.
     private func readAvailable() {
-        for _ in 0..<4 {
+        for _ in 0..<HTTPConnection.readsPerWakeup {
             guard machine.wantsRead else { return }
             let n = worker.scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
@@ -155,6 +155,10 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget, LoopTask {
     }
 
     static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+    /// Sent bytes are dropped from the front of the write buffer once this many precede the rest.
+    static let compactWriteAfterBytes = 64 * 1024
+    /// Reads per wake-up, so one busy client cannot starve the loop.
+    static let readsPerWakeup = 4
 
     /// The connection's own answer (parse errors, timeouts, limits), in the application's error
     /// envelope; the machine closes the connection after it.
@@ -255,7 +259,7 @@ final class HTTPConnection: IOHandler, DeferredFlush, TimerTarget, LoopTask {
         if writeStart == writeBuf.count {
             writeStart = 0
             worker.giveBack(&writeBuf)      // all sent: the buffer serves the next writer on this loop
-        } else if writeStart > 64 * 1024 {
+        } else if writeStart > HTTPConnection.compactWriteAfterBytes {
             writeBuf.removeSubrange(0..<writeStart)
             writeStart = 0
         }

@@ -40,7 +40,6 @@ public final class HTTPResponder {
 
     /// The client is still there and this response is still open.
     public var isOpen: Bool { isCurrent }
-    public var hasSentHead: Bool { headSent }
 
     /// Bytes queued for the client and not yet accepted by the kernel.
     public var bufferedBytes: Int { isCurrent ? connection.pendingWriteBytes : 0 }

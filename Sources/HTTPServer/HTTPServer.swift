@@ -11,7 +11,6 @@ public final class HTTPServer: @unchecked Sendable {
     public let handler: HTTPHandler
     public private(set) var workers: [Worker] = []
     public private(set) var port: UInt16 = 0
-    private let draining = Atomic<Bool>(false)
     // Gauges and counters read by /metrics.
     public let openConnections = Counter()
     public let bytesIn = Counter()
@@ -23,7 +22,6 @@ public final class HTTPServer: @unchecked Sendable {
     /// The most bytes ever queued for one client (back-pressure keeps it near the high-water mark).
     public let peakQueuedBytes = MaxGauge()
 
-    public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
     /// Binds the listeners on `loops` (one worker per loop). With port 0 the first listener picks
     /// an ephemeral port and the others join it.
@@ -47,7 +45,6 @@ public final class HTTPServer: @unchecked Sendable {
     /// Graceful shutdown, step one: stop accepting, close idle connections; connections with a
     /// response in progress finish it and close.
     public func beginDrain() {
-        draining.store(true, ordering: .relaxed)
         for w in workers { w.loop.execute { w.drain() } }
     }
 
@@ -80,7 +77,10 @@ public final class HTTPServer: @unchecked Sendable {
         /// Set while accepting is paused after descriptor exhaustion.
         var acceptTimer: LoopTimer?
         /// Per-loop read scratch: a connection copies out only what it read.
-        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        var scratch = [UInt8](repeating: 0, count: Worker.readScratchBytes)
+        static let readScratchBytes = 64 * 1024
+        /// How long a loop must stay without connections before its freed heap is given back.
+        static let trimAfterIdleMillis = 1_000
         /// Write buffers of connections with nothing queued. A connection borrows one to queue an
         /// answer (or one callback's stream events) and gives it back once the socket took it
         /// all: an open stream holds no buffer between events, and no event allocates one.
@@ -114,7 +114,6 @@ public final class HTTPServer: @unchecked Sendable {
             if reserveFD >= 0 { Glibc.close(reserveFD) }
         }
 
-        public var connectionCount: Int { connections.count }
 
         func startListening() {
             loop.watch(listenFD, [.readable], self)
@@ -185,7 +184,7 @@ public final class HTTPServer: @unchecked Sendable {
         func connectionClosed(_ c: HTTPConnection) {
             if connections.removeValue(forKey: ObjectIdentifier(c)) != nil { server.openConnections.sub(1) }
             if connections.isEmpty && trimTimer == nil {
-                trimTimer = loop.schedule(afterMillis: 1_000) { [weak self] in
+                trimTimer = loop.schedule(afterMillis: Worker.trimAfterIdleMillis) { [weak self] in
                     guard let self else { return }
                     self.trimTimer = nil
                     // Still idle a second later: hand the freed heap back to the kernel. glibc keeps

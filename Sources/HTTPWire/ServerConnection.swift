@@ -160,9 +160,6 @@ public struct HTTPServerConnection {
     public var bufferedInput: Int { input.count - inputStart }
     /// Whether the driver should be reading the socket.
     public var wantsRead: Bool { readingWanted }
-    /// The response in progress will end the connection (`Connection: close` is due).
-    public var willClose: Bool { closeAfterResponse }
-    public var isClosed: Bool { response == .closed }
 
     // MARK: - Inputs
 
@@ -518,11 +515,15 @@ public struct HTTPServerConnection {
         }
     }
 
+    /// Consumed input is dropped once this much of it precedes the rest (one move, rarely), and a
+    /// buffer that grew past it is not kept once empty.
+    static let compactAfterBytes = 16 * 1024
+
     private mutating func compactInput() {
         if inputStart == input.count {
             inputStart = 0
-            if input.capacity > 16 * 1024 { input = [] } else { input.removeAll(keepingCapacity: true) }
-        } else if inputStart > 16 * 1024 {
+            if input.capacity > Self.compactAfterBytes { input = [] } else { input.removeAll(keepingCapacity: true) }
+        } else if inputStart > Self.compactAfterBytes {
             input.removeSubrange(0..<inputStart)
             inputStart = 0
         }

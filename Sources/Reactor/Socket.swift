@@ -9,17 +9,6 @@ public enum Socket {
         public var description: String { "\(operation): \(String(cString: strerror(code)))" }
     }
 
-    /// Parses `host:port` (IPv4 or `[v6]`). Port 0 asks the kernel for an ephemeral one.
-    public static func parseHostPort(_ s: String) -> (host: String, port: UInt16)? {
-        var host = Substring(s)
-        guard let colon = s.lastIndex(of: ":") else { return nil }
-        host = s[..<colon]
-        guard let port = UInt16(s[s.index(after: colon)...]) else { return nil }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        if host.isEmpty { host = "0.0.0.0" }
-        return (String(host), port)
-    }
-
     /// A listening socket with SO_REUSEADDR and SO_REUSEPORT, so each loop can own one.
     public static func listen(host: String, port: UInt16, backlog: Int32 = 4096) throws(Failure) -> Int32 {
         let isV6 = host.contains(":")

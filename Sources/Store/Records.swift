@@ -202,6 +202,8 @@ public protocol CharacterStore: Sendable {
 }
 
 public protocol UsageStore: Sendable {
+    /// Called on the event loops for every request: buffers the record and returns, never waiting
+    /// for a write (the backend writes batches on its own thread).
     func recordUsage(_ u: UsageRecord) throws
     /// One row per team with records at or after `since` (seconds), sorted by team; `team` nil = all teams.
     func usageSummary(team: String?, since: Int) throws -> [UsageSummary]

@@ -22,8 +22,9 @@ import Darwin
 /// If a flush fails the records go back to the buffer and are retried (the buffer is capped at 100 000
 /// records; beyond that the oldest are dropped). The buffer has its own lock, held only to append or to
 /// take the batch: `recordUsage` (called on the event loops for every request) never waits for a write
-/// in progress and never writes itself. A batch costs ~9 µs per record amortised on the 2-core dev VM,
-/// vs ~70-100 µs for a write-through commit.
+/// in progress and never writes itself (a batch is an order of magnitude cheaper per record than a
+/// write-through commit: BENCHMARKS.md, fix 11). This is the contract of `UsageStore.recordUsage`
+/// every backend keeps: the event loops call it for every request.
 ///
 /// Soft deletes: videos and characters get `deleted_at` instead of being removed, so deleted videos still
 /// count for quotas and deleted ids still work as pagination cursors.

@@ -36,8 +36,6 @@ public struct APIError: Error, Sendable, Equatable {
     public static func notFound(_ what: String = "Unknown route.") -> APIError { APIError(404, what, code: "not_found") }
     public static let unauthorized = APIError(401, "Missing or invalid team token. Send `Authorization: Bearer <team token>`.", code: "invalid_api_key")
     public static let tokenExpired = APIError(401, "This team token has expired.", code: "token_expired")
-    public static func badGateway(_ detail: String) -> APIError { APIError(502, "The upstream could not be reached: \(detail)", code: "upstream_unreachable") }
-    public static func gatewayTimeout(_ detail: String) -> APIError { APIError(504, "The upstream did not answer in time: \(detail)", code: "upstream_timeout") }
 }
 
 extension HTTPResponder {

@@ -39,6 +39,11 @@ public final class VeilRuntime: @unchecked Sendable {
                                store: StoreExecutor(backend: self.backend))
     }
 
+    /// How long `stop()` waits for the loops to return from their last iteration.
+    static let loopStopWaitMillis: UInt64 = 2_000
+    /// The period at which shutdown re-checks what it waits for.
+    static let pollMicros: UInt32 = 10_000
+
     public static func loopCount(_ workers: Int) -> Int {
         workers > 0 ? workers : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
@@ -86,7 +91,7 @@ public final class VeilRuntime: @unchecked Sendable {
         server.beginDrain()
         let deadline = EventLoop.monotonicMillis() + UInt64(graceMillis)
         while server.openConnections.current > 0 && EventLoop.monotonicMillis() < deadline {
-            usleep(20_000)
+            usleep(VeilRuntime.pollMicros)
         }
         stop()
     }
@@ -94,8 +99,8 @@ public final class VeilRuntime: @unchecked Sendable {
     /// Stops the loops at once (tests), then closes the store (buffered usage is written).
     public func stop() {
         for l in loops { l.stop() }
-        let deadline = EventLoop.monotonicMillis() + 2_000
-        while stoppedLoops.load(ordering: .relaxed) < loops.count && EventLoop.monotonicMillis() < deadline { usleep(5_000) }
+        let deadline = EventLoop.monotonicMillis() + VeilRuntime.loopStopWaitMillis
+        while stoppedLoops.load(ordering: .relaxed) < loops.count && EventLoop.monotonicMillis() < deadline { usleep(VeilRuntime.pollMicros) }
         gateway.store.shutdown()
         closeBackend()
     }

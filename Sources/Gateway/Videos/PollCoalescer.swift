@@ -29,6 +29,9 @@ final class PollCoalescer: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
+    /// Entries past which stale cached answers are swept out (a bound on the map, not a limit on
+    /// polling: in-flight entries are never dropped).
+    static let pruneAbove = 50_000
 
     func join(_ key: String, cacheMillis: Int, now: UInt64, waiter: Waiter) -> Decision {
         entries.withLock { map in
@@ -40,7 +43,7 @@ final class PollCoalescer: Sendable {
                 map[key] = .inFlight(waiters)
                 return .wait
             default:
-                if map.count > 50_000 { prune(&map, now: now, cacheMillis: cacheMillis) }
+                if map.count > PollCoalescer.pruneAbove { prune(&map, now: now, cacheMillis: cacheMillis) }
                 map[key] = .inFlight([waiter])
                 return .fetch
             }
