@@ -29,6 +29,11 @@ public enum LogClock {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec / 1_000_000)
     }
 
+    /// ISO 8601 in UTC to the second: `2025-11-06T08:27:24Z`.
+    public static func iso8601(unixSeconds: Int) -> String {
+        String(iso8601(unixMillis: Int64(unixSeconds) * 1000).dropLast(5)) + "Z"
+    }
+
     /// ISO 8601 in UTC with milliseconds: `2025-11-06T08:27:24.123Z`. Pure (civil-from-days, no
     /// libc time zone state); years 0000-9999.
     public static func iso8601(unixMillis: Int64) -> String {
@@ -121,6 +126,9 @@ public struct VeilLogHandler: LogHandler {
         self.label = label
         self.sink = sink ?? { line in VeilLogHandler.writeStderr(line) }
     }
+
+    /// For `LoggingSystem.bootstrap(VeilLogHandler.make)`.
+    public static func make(label: String) -> any LogHandler { VeilLogHandler(label: label) }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
