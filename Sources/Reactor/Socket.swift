@@ -36,6 +36,42 @@ public enum Socket {
         return fd
     }
 
+    /// Refuses (EADDRINUSE, naming the port) when something already listens on `host:port`.
+    ///
+    /// Why: the per-loop listeners set SO_REUSEPORT, and Linux lets a second process (same user)
+    /// bind the same port that way too — a second `veil serve` would start silently and the kernel
+    /// would split connections between two processes with separate stores. This probe binds once
+    /// *without* SO_REUSEPORT (SO_REUSEADDR only, so a predecessor's TIME_WAIT connections don't
+    /// count), which fails while any socket listens there, then closes. Call it before the
+    /// listeners (a listener of our own would make it fail). Port 0 needs no probe.
+    public static func ensurePortFree(host: String, port: UInt16) throws(Failure) {
+        guard port != 0 else { return }
+        let isV6 = host.contains(":")
+        let fd = socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure(operation: "socket", code: veil_errno()) }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var rc: Int32
+        if isV6 {
+            var addr = sockaddr_in6()
+            addr.sin6_family = sa_family_t(AF_INET6)
+            addr.sin6_port = port.bigEndian
+            guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw Failure(operation: "inet_pton(\(host))", code: EINVAL) }
+            rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        } else {
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw Failure(operation: "inet_pton(\(host))", code: EINVAL) }
+            rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        guard rc == 0 else {
+            let e = veil_errno()
+            throw Failure(operation: e == EADDRINUSE ? "port \(port) is already in use by another process (bind \(host):\(port))" : "bind \(host):\(port)", code: e)
+        }
+    }
+
     /// The port a bound socket ended up on.
     public static func localPort(_ fd: Int32) -> UInt16 {
         var storage = sockaddr_storage()

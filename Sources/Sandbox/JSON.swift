@@ -54,6 +54,11 @@ enum JSONValue: Decodable, Sendable, Equatable {
         if case .array(let a) = self { return a }
         return nil
     }
+
+    var numberValue: Double? {
+        if case .number(let d) = self { return d }
+        return nil
+    }
 }
 
 /// JSON output with ordered keys (responses keep the field order of the upstream's examples).
@@ -61,11 +66,26 @@ indirect enum JSONOut: Sendable {
     case null
     case bool(Bool)
     case int(Int64)
+    /// A number written as given (floats: the caller formats them).
+    case number(String)
     case string(String)
     case array([JSONOut])
     case object([(String, JSONOut)])
 
     static func int(_ v: Int) -> JSONOut { .int(Int64(v)) }
+
+    /// A parsed value written back (object keys sorted: the parsed form kept no order).
+    init(_ v: JSONValue) {
+        switch v {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .number(let d):
+            if d == d.rounded(), abs(d) < 1e15 { self = .int(Int64(d)) } else { self = .number(d.isFinite ? "\(d)" : "0") }
+        case .string(let s): self = .string(s)
+        case .array(let a): self = .array(a.map(JSONOut.init))
+        case .object(let o): self = .object(o.keys.sorted().map { ($0, JSONOut(o[$0]!)) })
+        }
+    }
 
     var rendered: String {
         var s = ""
@@ -80,6 +100,7 @@ indirect enum JSONOut: Sendable {
         case .null: s += "null"
         case .bool(let b): s += b ? "true" : "false"
         case .int(let i): s += String(i)
+        case .number(let n): s += n
         case .string(let str): jsonEscape(str, into: &s)
         case .array(let a):
             s += "["

@@ -22,8 +22,24 @@ import Synchronization
 ///   `chat.completion` with usage and `sent_at_us`. Model missing → 400; ending with `-slow` →
 ///   answered after `slowModelDelayMillis`; `sandbox-echo-key` → 401 echoing the presented key in
 ///   the body and the `X-Debug-Authorization` header.
-/// - `GET /v1/models`: `gpt-3.5-turbo`, `gpt-4o-mini`, `sora-2`, `sora-2-yijia` (new-api adds
-///   `"success":true`).
+///   The usage chunk comes whether or not the caller asked (`stream_options.include_usage`), as
+///   the real upstream does.
+/// - `GET /v1/models`: `gpt-3.5-turbo`, `gpt-4o-mini`, `sora-2`, `sora-2-yijia`, and one model per
+///   pass-through endpoint below (new-api adds `"success":true` and `supported_endpoint_types`).
+/// - Pass-through OpenAI endpoints, answered in OpenAI's shapes (see `OpenAIEndpoints.swift`):
+///   `POST /v1/responses` (JSON, or with `stream: true` OpenAI's typed events from
+///   `response.created` to `response.completed`, which carries `usage`), `POST /v1/embeddings`
+///   (floats or `encoding_format: base64`; `usage`), `POST /v1/images/generations` (64×64 PNGs
+///   as URLs under `/files/images/` or `b64_json`; `gpt-image-*` with `usage`),
+///   `POST /v1/moderations` (`nsfw` / `violence` in the input flag it), `POST /v1/audio/speech`
+///   (binary mp3, wav or pcm), `POST /v1/audio/transcriptions` (multipart with a `file`; json,
+///   verbose_json, text, srt, vtt; `usage`).
+/// - Model cues, wherever a request names a model (`ModelCue`): `sandbox-rate-limited` → 429
+///   with new-api's rate-limit body; `sandbox-upstream-error` → 500 (new-api's relay error);
+///   `sandbox-missing-model` → 404 OpenAI `model_not_found`; `sandbox-tools` → a function call
+///   (chat: `tool_calls` deltas in OpenAI's chunk shape; responses: `function_call` item and
+///   `response.function_call_arguments.delta` events); `sandbox-slow-stream` → events
+///   `slowStreamGapMillis` apart.
 /// - `POST /v1/videos` (multipart/form-data or urlencoded): `size` must equal the key (else 401),
 ///   then `prompt`, `model` required (400). Answers `queued` with ids from 4000. Prompt cues
 ///   (case-insensitive, first match wins): `nsfw` → completed, `url:""`, `size:"1024x1808"`,

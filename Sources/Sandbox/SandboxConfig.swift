@@ -19,6 +19,8 @@ public struct SandboxConfig: Sendable {
     public var characterListsToReady = 1
     /// Gap between two SSE events of a streamed chat completion (loop timers, never blocking).
     public var sseChunkDelayMillis = 50
+    /// Gap between two events of a stream whose model is the cue `sandbox-slow-stream`.
+    public var slowStreamGapMillis = 2_000
     /// Delay before answering a chat whose model ends with `-slow`.
     public var slowModelDelayMillis = 2_000
     /// Size of each generated video file (the clean and the watermarked one).

@@ -38,6 +38,9 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         let segs = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         // segs[0] is "" (the path starts with "/").
         switch (method, segs.dropFirst().first ?? "") {
+        case (_, "files") where (method == "GET" || method == "HEAD") && segs.count == 4 && segs[2] == "images":
+            serveImage(res, name: segs[3])
+            return
         case (_, "files") where (method == "GET" || method == "HEAD") && segs.count == 4:
             serveFile(request, res, videoID: segs[2], file: segs[3])
             return
@@ -46,7 +49,9 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         let known: Bool
         switch (method, path) {
         case ("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/v1/videos"),
-             ("POST", "/v1/characters"), ("GET", "/v1/characters"):
+             ("POST", "/v1/characters"), ("GET", "/v1/characters"),
+             ("POST", "/v1/responses"), ("POST", "/v1/embeddings"), ("POST", "/v1/images/generations"),
+             ("POST", "/v1/moderations"), ("POST", "/v1/audio/speech"), ("POST", "/v1/audio/transcriptions"):
             known = true
         default:
             known = method == "GET" && segs.count == 4 && segs[1] == "v1" && segs[2] == "videos" && !segs[3].isEmpty
@@ -62,6 +67,12 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         case ("POST", "/v1/videos"): createVideo(request, res, form: form)
         case ("POST", "/v1/characters"): createCharacter(request, res)
         case ("GET", "/v1/characters"): listCharacters(res)
+        case ("POST", "/v1/responses"): responses(request, res)
+        case ("POST", "/v1/embeddings"): embeddings(request, res)
+        case ("POST", "/v1/images/generations"): images(request, res)
+        case ("POST", "/v1/moderations"): moderations(request, res)
+        case ("POST", "/v1/audio/speech"): speech(request, res)
+        case ("POST", "/v1/audio/transcriptions"): transcriptions(request, res, form: form)
         default: getVideo(res, id: segs[3])
         }
     }
@@ -108,15 +119,18 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
             return
         }
         if model == "sandbox-echo-key" { echoKey(request, res); return }
+        let cue = ModelCue.from(model: model)
+        if answeredErrorCue(cue, model: model, res) { return }
         guard let messages = body["messages"]?.arrayValue, !messages.isEmpty else {
             sendError(res, 400, "'messages' is a required property", type: "invalid_request_error")
             return
         }
         let stream = body["stream"]?.boolValue ?? false
-        let reply = ChatReply(model: model, messages: messages, id: "chatcmpl-sandbox-\(core.nextCounter())")
+        let reply = ChatReply(model: model, messages: messages, id: "chatcmpl-sandbox-\(core.nextCounter())",
+                              tools: body["tools"]?.arrayValue, callTool: cue == .tools)
         let go: () -> Void = { [self] in
             if stream {
-                startStream(reply, res, loop: request.loop, cutAfter: nil)
+                startStream(reply, res, loop: request.loop, cutAfter: nil, slow: cue == .slowStream)
             } else {
                 var out = reply.completionObject()
                 out.append(("sent_at_us", .int(Clock.unixMicros())))
@@ -137,21 +151,24 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    private func startStream(_ reply: ChatReply, _ res: HTTPResponder, loop: EventLoop, cutAfter: Int?) {
+    func startStream(_ reply: any SSEEvents, _ res: HTTPResponder, loop: EventLoop, cutAfter: Int?, slow: Bool = false) {
         var h = HTTPHeaders()
         h.add("content-type", "text/event-stream")
         h.add("cache-control", "no-cache")
         h.add("x-accel-buffering", "no")
         res.sendHead(HTTPResponseHead(status: 200, headers: h))
         track(res)
-        let s = ChatStream(reply: reply, res: res, loop: loop, delay: config.sseChunkDelayMillis, cutAfter: cutAfter, clientLeft: { [weak self] in self?.clientLeft(res) }) { [weak self] in
+        let delay = slow ? config.slowStreamGapMillis : config.sseChunkDelayMillis
+        let s = SSEStream(reply: reply, res: res, loop: loop, delay: delay, cutAfter: cutAfter, clientLeft: { [weak self] in self?.clientLeft(res) }) { [weak self] in
             self?.untrack(res)
         }
         s.start()
     }
 
     private func models(_ res: HTTPResponder) {
-        let ids: [(String, String)] = [("gpt-3.5-turbo", "openai"), ("gpt-4o-mini", "openai"), ("sora-2", "openai"), ("sora-2-yijia", "custom")]
+        let ids: [(String, String)] = [("gpt-3.5-turbo", "openai"), ("gpt-4o-mini", "openai"), ("sora-2", "openai"), ("sora-2-yijia", "custom"),
+                                       ("text-embedding-3-small", "openai"), ("gpt-image-1", "openai"), ("dall-e-3", "openai"),
+                                       ("omni-moderation-latest", "openai"), ("tts-1", "openai"), ("whisper-1", "openai")]
         let data: [JSONOut] = ids.map { id, owner in
             .object([("id", .string(id)), ("object", .string("model")), ("created", .int(1_626_777_600)),
                      ("owned_by", .string(owner)), ("supported_endpoint_types", .array([.string("openai")]))])
@@ -270,7 +287,7 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         return "\(base)/files/\(videoID)/\(variant).mp4?se=\(Forms.percentEncode(se))&sp=r&sv=2024-08-04&sr=b&sig=\(sig)"
     }
 
-    private func storageError(_ res: HTTPResponder, _ status: Int, _ code: String, _ message: String) {
+    func storageError(_ res: HTTPResponder, _ status: Int, _ code: String, _ message: String) {
         var h = HTTPHeaders()
         h.add("content-type", "application/xml")
         let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>\(code)</Code><Message>\(message)</Message></Error>"
@@ -463,13 +480,13 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
 
     // MARK: responses
 
-    private func jsonHeaders() -> HTTPHeaders {
+    func jsonHeaders() -> HTTPHeaders {
         var h = HTTPHeaders()
         h.add("content-type", "application/json; charset=utf-8")
         return h
     }
 
-    private func respondJSON(_ res: HTTPResponder, _ status: Int, _ body: JSONOut, headers: HTTPHeaders? = nil) {
+    func respondJSON(_ res: HTTPResponder, _ status: Int, _ body: JSONOut, headers: HTTPHeaders? = nil) {
         res.respond(status: status, headers: headers ?? jsonHeaders(), body: body.bytes)
     }
 
@@ -477,12 +494,12 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
         .object([("error", .object([("message", .string(message)), ("type", .string(type))]))])
     }
 
-    private func sendError(_ res: HTTPResponder, _ status: Int, _ message: String, type: String = "new_api_error") {
+    func sendError(_ res: HTTPResponder, _ status: Int, _ message: String, type: String = "new_api_error") {
         respondJSON(res, status, SandboxHandler.errorJSON(message: message, type: type))
     }
 
     /// new-api style request id: local time digits plus a counter.
-    private func requestID() -> String {
+    func requestID() -> String {
         let n = core.nextCounter()
         let digits = Clock.shanghaiLocal(Clock.unixSeconds()).filter(\.isNumber)
         let c = String(n)

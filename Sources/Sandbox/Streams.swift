@@ -2,16 +2,25 @@ import HTTPServer
 import HTTPWire
 import Reactor
 
-/// A deterministic chat answer derived from the last user message.
-struct ChatReply {
+/// A server-sent event stream the stand-in can play: `eventCount` events, each complete
+/// (`data: …\n\n`, with an `event:` line where the API has one).
+protocol SSEEvents {
+    var eventCount: Int { get }
+    func event(_ i: Int) -> String
+}
+
+/// A deterministic chat answer derived from the last user message: text, or (model cue
+/// `sandbox-tools`) one function call whose arguments stream in pieces.
+struct ChatReply: SSEEvents {
     let id: String
     let model: String
     let created: Int64
-    /// The content, in the pieces a stream sends (one SSE event each).
+    /// The content (or the tool call's arguments), in the pieces a stream sends (one event each).
     let pieces: [String]
     let promptTokens: Int
+    let toolCall: SandboxToolCall?
 
-    init(model: String, messages: [JSONValue], id: String) {
+    init(model: String, messages: [JSONValue], id: String, tools: [JSONValue]? = nil, callTool: Bool = false) {
         self.id = id
         self.model = model
         self.created = Clock.unixSeconds()
@@ -22,7 +31,20 @@ struct ChatReply {
             promptChars += text.utf8.count
             if m["role"]?.stringValue == "user" { lastUser = text }
         }
-        let words = lastUser.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" })
+        if callTool {
+            let call = SandboxToolCall(tools: tools, userText: lastUser, id: id)
+            toolCall = call
+            pieces = call.argumentPieces
+        } else {
+            toolCall = nil
+            pieces = ChatReply.replyPieces(to: lastUser)
+        }
+        self.promptTokens = max(1, promptChars / 4) + 3 * messages.count
+    }
+
+    /// "Sandbox reply to: <up to 16 words of the text>", one piece per word.
+    static func replyPieces(to text: String) -> [String] {
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" })
         var pieces = ["Sandbox", " reply", " to:"]
         if words.isEmpty {
             pieces.append(" (nothing)")
@@ -30,8 +52,7 @@ struct ChatReply {
             pieces += words.prefix(16).map { " " + $0 }
             if words.count > 16 { pieces.append(" …") }
         }
-        self.pieces = pieces
-        self.promptTokens = max(1, promptChars / 4) + 3 * messages.count
+        return pieces
     }
 
     /// A message's text: a string, or the text parts of an array of content parts.
@@ -52,34 +73,60 @@ struct ChatReply {
                  ("total_tokens", .int(promptTokens + completionTokens))])
     }
 
+    private var finishReason: String { toolCall == nil ? "stop" : "tool_calls" }
+
     func completionObject() -> [(String, JSONOut)] {
-        [("id", .string(id)), ("object", .string("chat.completion")), ("created", .int(created)), ("model", .string(model)),
-         ("choices", .array([.object([
-            ("index", .int(0)),
-            ("message", .object([("role", .string("assistant")), ("content", .string(text))])),
-            ("finish_reason", .string("stop")),
-         ])])),
-         ("usage", usage)]
+        var message: [(String, JSONOut)] = [("role", .string("assistant"))]
+        if let call = toolCall {
+            message.append(("content", .null))
+            message.append(("tool_calls", .array([.object([
+                ("id", .string(call.callID)), ("type", .string("function")),
+                ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
+            ])])))
+        } else {
+            message.append(("content", .string(text)))
+        }
+        return [("id", .string(id)), ("object", .string("chat.completion")), ("created", .int(created)), ("model", .string(model)),
+                ("choices", .array([.object([
+                    ("index", .int(0)), ("message", .object(message)), ("logprobs", .null), ("finish_reason", .string(finishReason)),
+                ])])),
+                ("usage", usage)]
     }
 
-    /// Role chunk, one chunk per piece, the finish chunk, the usage chunk, `[DONE]`.
+    /// Role chunk, one chunk per piece, the finish chunk, the usage chunk, `[DONE]`. The usage
+    /// chunk comes whether or not the caller asked (`stream_options.include_usage`): the real
+    /// upstream always sends it.
     var eventCount: Int { pieces.count + 4 }
 
-    /// SSE event `i` (`data: …\n\n`), stamped with the time it is made.
+    /// SSE event `i` (`data: …\n\n`), stamped with the time it is made (`sent_at_us`).
     func event(_ i: Int) -> String {
         if i == eventCount - 1 { return "data: [DONE]\n\n" }
         let head: [(String, JSONOut)] = [("id", .string(id)), ("object", .string("chat.completion.chunk")),
                                          ("created", .int(created)), ("model", .string(model))]
         var obj = head
         func choice(_ delta: [(String, JSONOut)], _ finish: JSONOut) -> JSONOut {
-            .array([.object([("index", .int(0)), ("delta", .object(delta)), ("finish_reason", finish)])])
+            .array([.object([("index", .int(0)), ("delta", .object(delta)), ("logprobs", .null), ("finish_reason", finish)])])
         }
         if i == 0 {
-            obj.append(("choices", choice([("role", .string("assistant")), ("content", .string(""))], .null)))
+            if let call = toolCall {
+                // OpenAI's first tool-call chunk: id, type and name, empty arguments.
+                obj.append(("choices", choice([("role", .string("assistant")), ("content", .null), ("tool_calls", .array([.object([
+                    ("index", .int(0)), ("id", .string(call.callID)), ("type", .string("function")),
+                    ("function", .object([("name", .string(call.name)), ("arguments", .string(""))])),
+                ])]))], .null)))
+            } else {
+                obj.append(("choices", choice([("role", .string("assistant")), ("content", .string(""))], .null)))
+            }
         } else if i <= pieces.count {
-            obj.append(("choices", choice([("content", .string(pieces[i - 1]))], .null)))
+            if toolCall != nil {
+                obj.append(("choices", choice([("tool_calls", .array([.object([
+                    ("index", .int(0)), ("function", .object([("arguments", .string(pieces[i - 1]))])),
+                ])]))], .null)))
+            } else {
+                obj.append(("choices", choice([("content", .string(pieces[i - 1]))], .null)))
+            }
         } else if i == pieces.count + 1 {
-            obj.append(("choices", choice([], .string("stop"))))
+            obj.append(("choices", choice([], .string(finishReason))))
         } else {
             obj.append(("choices", .array([])))
             obj.append(("usage", usage))
@@ -89,11 +136,50 @@ struct ChatReply {
     }
 }
 
-/// Sends a `ChatReply` as SSE, one event every `delay` ms on loop timers. Loop-confined
+/// The function call the stand-in makes for the `sandbox-tools` cue: the first function tool of
+/// the request (chat's `{"type":"function","function":{…}}` or the Responses API's flat
+/// `{"type":"function","name":…}`), else `get_weather`; its first required (else first) string
+/// parameter gets the user's text.
+struct SandboxToolCall {
+    let callID: String
+    let name: String
+    let arguments: String
+    /// `arguments` cut into the fragments a stream sends.
+    let argumentPieces: [String]
+
+    init(tools: [JSONValue]?, userText: String, id: String) {
+        var name = "get_weather"
+        var key = "location"
+        if let tool = tools?.first(where: { $0["type"]?.stringValue == "function" }) {
+            let fn = tool["function"] ?? tool
+            if let n = fn["name"]?.stringValue, !n.isEmpty { name = n }
+            let params = fn["parameters"]
+            if let first = params?["required"]?.arrayValue?.first?.stringValue {
+                key = first
+            } else if case .object(let props)? = params?["properties"], let first = props.keys.sorted().first {
+                key = first
+            }
+        }
+        self.name = name
+        self.callID = "call_" + Digest.hex(Digest.fnv64(Array(id.utf8), seed: 11))
+        let value = userText.isEmpty ? "Paris" : String(userText.prefix(200))
+        arguments = JSONOut.object([(key, .string(value))]).rendered
+        var pieces: [String] = []
+        var cur = ""
+        for ch in arguments {
+            cur.append(ch)
+            if cur.count >= 6 { pieces.append(cur); cur = "" }
+        }
+        if !cur.isEmpty { pieces.append(cur) }
+        argumentPieces = pieces
+    }
+}
+
+/// Plays `SSEEvents` to a client, one event every `delay` ms on loop timers. Loop-confined
 /// (`@unchecked Sendable` only so closures may hold it); kept alive by its timer and the
 /// responder's callbacks, which the responder drops when it ends.
-final class ChatStream: @unchecked Sendable {
-    let reply: ChatReply
+final class SSEStream: @unchecked Sendable {
+    let reply: any SSEEvents
     let res: HTTPResponder
     unowned let loop: EventLoop
     let delay: Int
@@ -103,7 +189,7 @@ final class ChatStream: @unchecked Sendable {
     var index = 0
     var timer: LoopTimer?
 
-    init(reply: ChatReply, res: HTTPResponder, loop: EventLoop, delay: Int, cutAfter: Int?,
+    init(reply: any SSEEvents, res: HTTPResponder, loop: EventLoop, delay: Int, cutAfter: Int?,
          clientLeft: @escaping () -> Void, finished: @escaping () -> Void) {
         self.reply = reply; self.res = res; self.loop = loop; self.delay = delay; self.cutAfter = cutAfter
         self.clientLeft = clientLeft; self.finished = finished

@@ -12,30 +12,38 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 /// unknown keys refused (a typo must not become a silent default), then the environment
 /// overrides (`VEIL_LISTEN`, `VEIL_UPSTREAM_URL`, `VEIL_UPSTREAM_KEY`).
 public enum ConfigLoader {
-    public static func load(yaml text: String, environment: [String: String]) throws(ConfigError) -> GatewayConfig {
+    /// `requireUpstreamKey: false` (commands that never call the upstream: `veil usage`,
+    /// `veil teams`) leaves `upstream.api_key` unread and unchecked.
+    public static func load(yaml text: String, environment: [String: String], requireUpstreamKey: Bool = true) throws(ConfigError) -> GatewayConfig {
         let root: Any?
         do { root = try YAMLTree.load(text) } catch { throw ConfigError("", "not valid YAML: \(error)") }
         let doc: [String: Any]
         if root == nil || root is YAMLTree.Null { doc = [:] } else if let d = root as? [String: Any] { doc = d } else {
             throw ConfigError("", "the top level must be a mapping")
         }
+        // Every unset variable at once, before any value is read (one run, one list).
+        try ConfigEnvironment.requireSet(doc, environment, skipping: requireUpstreamKey ? [] : ["upstream.api_key"])
         let r = Reader(environment: environment)
         var c = GatewayConfig()
         let top = try r.mapping(doc, "", allowed: ["listen", "workers", "upstream", "limits", "store", "videos", "characters",
-                                                   "teams", "log", "cors", "metrics", "shutdown_grace_ms"])
+                                                   "teams", "log", "cors", "metrics", "shutdown_grace_ms", "trusted_proxies"])
         c.listen = try r.string(top, "listen") ?? c.listen
         c.workers = try r.int(top, "workers", min: 0, max: 256) ?? c.workers
         c.shutdownGraceMillis = try r.int(top, "shutdown_grace_ms", min: 0, max: 3_600_000) ?? c.shutdownGraceMillis
 
         if let u = try r.section(top, "upstream", allowed: ["base_url", "api_key", "connect_timeout_ms", "request_timeout_ms",
-                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field"]) {
+                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field", "model_suffixes"]) {
             c.upstream.baseURL = try r.string(u, "upstream.base_url") ?? c.upstream.baseURL
-            c.upstream.apiKey = try r.string(u, "upstream.api_key") ?? c.upstream.apiKey
+            if requireUpstreamKey { c.upstream.apiKey = try r.string(u, "upstream.api_key") ?? c.upstream.apiKey }
             c.upstream.connectTimeoutMillis = try r.int(u, "upstream.connect_timeout_ms", min: 1, max: 600_000) ?? c.upstream.connectTimeoutMillis
             c.upstream.requestTimeoutMillis = try r.int(u, "upstream.request_timeout_ms", min: 1, max: 86_400_000) ?? c.upstream.requestTimeoutMillis
             c.upstream.stallTimeoutMillis = try r.int(u, "upstream.stall_timeout_ms", min: 0, max: 86_400_000) ?? c.upstream.stallTimeoutMillis
             c.upstream.maxResponseBytes = try r.int(u, "upstream.max_response_bytes", min: 1024, max: 1 << 34) ?? c.upstream.maxResponseBytes
             c.upstream.keyInSizeField = try r.bool(u, "upstream.key_in_size_field") ?? c.upstream.keyInSizeField
+            c.upstream.modelSuffixes = try r.strings(u, "upstream.model_suffixes") ?? c.upstream.modelSuffixes
+            if c.upstream.modelSuffixes.contains(where: { $0.isEmpty || $0.utf8.count > 64 }) {
+                throw ConfigError("upstream.model_suffixes", "suffixes must be 1 to 64 characters")
+            }
         }
         if let l = try r.section(top, "limits", allowed: ["request_line_bytes", "header_bytes", "header_count", "body_bytes",
                                                            "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms",
@@ -88,13 +96,17 @@ public enum ConfigLoader {
                 throw ConfigError("characters.time_zone", "`\(c.characters.timeZone)` is not a zone Veil can read: use a fixed-offset zone such as Asia/Shanghai or UTC, or ±HH:MM")
             }
         }
-        if let lg = try r.section(top, "log", allowed: ["level", "prompts", "access"]) {
+        if let lg = try r.section(top, "log", allowed: ["level", "prompts", "access", "format"]) {
             c.log.level = try r.string(lg, "log.level") ?? c.log.level
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(c.log.level) else {
                 throw ConfigError("log.level", "must be one of trace, debug, info, notice, warning, error, critical")
             }
             c.log.prompts = try r.bool(lg, "log.prompts") ?? c.log.prompts
             c.log.access = try r.bool(lg, "log.access") ?? c.log.access
+            if let f = try r.string(lg, "log.format") {
+                guard let format = LogFormat(rawValue: f) else { throw ConfigError("log.format", "must be text or json (or absent: text on a terminal, else json)") }
+                c.log.format = format
+            }
         }
         if let co = try r.section(top, "cors", allowed: ["allowed_origins", "max_age_seconds"]) {
             c.cors.allowedOrigins = try r.strings(co, "cors.allowed_origins") ?? []
@@ -108,17 +120,23 @@ public enum ConfigLoader {
             if let t = try r.string(m, "metrics.token_sha256") { c.metrics.tokenSHA256 = try r.digest(t, "metrics.token_sha256") }
         }
         c.teams = try r.teams(top["teams"])
+        c.trustedProxies = try r.strings(top, "trusted_proxies") ?? []
+        for (i, p) in c.trustedProxies.enumerated() where CIDR(p) == nil {
+            throw ConfigError("trusted_proxies[\(i)]", "`\(p)` is not an IP address or CIDR (e.g. 10.0.0.0/8, fd00::/8)")
+        }
 
         // Environment overrides, applied last.
         if let v = environment["VEIL_LISTEN"], !v.isEmpty { c.listen = v }
         if let v = environment["VEIL_UPSTREAM_URL"], !v.isEmpty { c.upstream.baseURL = v }
-        if let v = environment["VEIL_UPSTREAM_KEY"], !v.isEmpty { c.upstream.apiKey = v }
-        try validate(c)
+        if requireUpstreamKey, let v = environment["VEIL_UPSTREAM_KEY"], !v.isEmpty { c.upstream.apiKey = v }
+        try validate(c, requireUpstreamKey: requireUpstreamKey)
+        // A host name is resolved here, once: the listeners bind the address it names now.
+        c.listen = try ListenAddress.resolve(c.listen)
         return c
     }
 
     /// Checks that hold whichever way a value arrived (file, interpolation or override).
-    public static func validate(_ c: GatewayConfig) throws(ConfigError) {
+    public static func validate(_ c: GatewayConfig, requireUpstreamKey: Bool = true) throws(ConfigError) {
         guard parseListen(c.listen) != nil else { throw ConfigError("listen", "`\(c.listen)` is not host:port") }
         let u = c.upstream.baseURL
         let rest = u.hasPrefix("https://") ? u.dropFirst(8) : (u.hasPrefix("http://") ? u.dropFirst(7) : nil)
@@ -128,8 +146,8 @@ public enum ConfigLoader {
         guard !rest.contains("?"), !rest.contains("#"), !rest.contains("@") else {
             throw ConfigError("upstream.base_url", "must not carry credentials, a query or a fragment")
         }
-        if c.upstream.apiKey.isEmpty { throw ConfigError("upstream.api_key", "is empty (set VEIL_UPSTREAM_KEY or upstream.api_key)") }
-        if c.upstream.apiKey.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) {
+        if requireUpstreamKey && c.upstream.apiKey.isEmpty { throw ConfigError("upstream.api_key", "is empty (set VEIL_UPSTREAM_KEY or upstream.api_key)") }
+        if requireUpstreamKey && c.upstream.apiKey.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) {
             throw ConfigError("upstream.api_key", "contains spaces or control characters")
         }
         var names = Set<String>()

@@ -17,6 +17,9 @@ public struct GatewayConfig: Sendable {
     public var cors = CORSSettings()
     public var metrics = MetricsSettings()
     public var shutdownGraceMillis = 30_000
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed: when the peer is one of them,
+    /// the client address in logs and limits comes from that header (`ClientAddress`).
+    public var trustedProxies: [String] = []
 
     public init() {}
 
@@ -31,6 +34,8 @@ public struct GatewayConfig: Sendable {
         public var maxResponseBytes = 8 * 1024 * 1024
         /// The upstream's quirk: the key travels in the `size` form field of POST /v1/videos.
         public var keyInSizeField = true
+        /// Suffixes the upstream appends to model names (`sora-2-yijia`), removed in `/v1/models`.
+        public var modelSuffixes = ["-yijia"]
     }
 
     public struct LimitSettings: Sendable {
@@ -103,6 +108,8 @@ public struct GatewayConfig: Sendable {
         public var level = "info"
         public var prompts = false
         public var access = true
+        /// Operations log format: `text` or `json`; nil = text when stderr is a terminal, else JSON.
+        public var format: LogFormat? = nil
     }
 
     public struct CORSSettings: Sendable {

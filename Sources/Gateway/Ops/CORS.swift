@@ -7,9 +7,20 @@ public struct CORSPolicy: Sendable {
     public let allowAny: Bool
     public let maxAgeSeconds: Int
 
-    /// Headers a page may read from Veil's answers (rate limits, request id, video polling hint).
-    public static let exposedHeaders = "x-request-id, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, retry-after, openai-poll-after-ms"
+    /// Headers a page may read from Veil's answers beyond the CORS-safelisted ones (content-type,
+    /// content-length, cache-control, …): every non-safelisted field Veil itself sets or forwards —
+    /// the request id, the team's rate-limit state (`x-ratelimit-*-requests`: the only ones Veil
+    /// sends), `retry-after`, the video polling hint, ranges of video content (`content-range`,
+    /// `accept-ranges`, `etag`), the upstream's `openai-*` timing fields and `x-veil-stale`.
+    public static let exposedHeaderNames = [
+        "x-request-id", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+        "retry-after", "openai-poll-after-ms", "content-range", "accept-ranges", "etag",
+        "openai-processing-ms", "openai-version", "x-veil-stale",
+    ]
+    public static let exposedHeaders = exposedHeaderNames.joined(separator: ", ")
     public static let allowedMethods = "GET, POST, DELETE, OPTIONS"
+    /// Methods a preflight may ask for (HEAD is allowed without being listed: it is CORS-safelisted).
+    static let allowedMethodSet: Set<String> = ["GET", "POST", "DELETE", "HEAD", "OPTIONS"]
     /// Request headers a page may send. `x-stainless-*` (the OpenAI SDKs' telemetry headers) and
     /// `openai-*` are allowed by prefix; CORS has no wildcard for them, so the preflight echoes
     /// the ones the browser asks for.
@@ -57,17 +68,51 @@ public struct CORSPolicy: Sendable {
         return h
     }
 
-    /// The answer to a preflight: nil = refused (no CORS header at all), else the headers of a 204.
+    /// The answer to a preflight: nil = refused (see `evaluatePreflight` for why), else the
+    /// headers of a 204.
     public func preflight(origin: String?, requestMethod: String?, requestHeaders: String?) -> HTTPHeaders? {
-        guard let allow = allowOrigin(origin) else { return nil }
-        guard let m = requestMethod?.uppercased(), ["GET", "POST", "DELETE", "HEAD", "OPTIONS"].contains(m) else { return nil }
+        if case .allowed(let h) = evaluatePreflight(origin: origin, requestMethod: requestMethod, requestHeaders: requestHeaders) { return h }
+        return nil
+    }
+
+    /// A preflight's outcome: the 204's headers, or a refusal saying why.
+    public enum PreflightDecision: Sendable {
+        case allowed(HTTPHeaders)
+        case refused(PreflightRefusal)
+    }
+
+    /// Why a preflight is refused, for the gateway's 403 (`APIError(refusal.status, refusal.message,
+    /// code: refusal.code)`, sent with `refusal.headers`).
+    public struct PreflightRefusal: Sendable, Equatable {
+        public let status: Int
+        public let code: String
+        public let message: String
+        /// For an allowed origin asking a method Veil doesn't serve: `Access-Control-Allow-Origin`
+        /// and `-Allow-Methods`, so the browser's console shows what is allowed. None for an
+        /// origin that is not allowed (nothing about the policy is told to it).
+        public let headers: HTTPHeaders
+    }
+
+    public func evaluatePreflight(origin: String?, requestMethod: String?, requestHeaders: String?) -> PreflightDecision {
+        guard let allow = allowOrigin(origin) else {
+            return .refused(PreflightRefusal(status: 403, code: "cors_origin_not_allowed",
+                                             message: "This origin is not allowed to call Veil from a browser (config `cors.allowed_origins`).",
+                                             headers: HTTPHeaders()))
+        }
         var h = HTTPHeaders()
         if !allowAny { h.add("vary", "Origin") }
         h.add("access-control-allow-origin", allow)
         h.add("access-control-allow-methods", CORSPolicy.allowedMethods)
+        let asked = (requestMethod ?? "").trimmingCharacters(in: " \t")
+        guard CORSPolicy.allowedMethodSet.contains(asked.uppercased()) else {
+            let shown = asked.isEmpty ? "(none)" : String(asked.prefix(32))
+            return .refused(PreflightRefusal(status: 403, code: "cors_method_not_allowed",
+                                             message: "The method `\(shown)` is not allowed from a browser; Veil answers \(CORSPolicy.allowedMethods) (and HEAD).",
+                                             headers: h))
+        }
         h.add("access-control-allow-headers", CORSPolicy.allowHeaders(requested: requestHeaders))
         h.add("access-control-max-age", String(maxAgeSeconds))
-        return h
+        return .allowed(h)
     }
 
     /// The requested headers that are allowed, plus the ones every client needs.

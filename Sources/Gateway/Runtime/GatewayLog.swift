@@ -3,8 +3,9 @@ import Logging
 import Translation
 import Synchronization
 
-/// Veil's two outputs for operators: the access log (one JSON line per request on stdout) and
-/// the operational log (swift-log, stderr). Both pass through the key redactor: whatever an
+/// Veil's two outputs for operators: the access log (one JSON line per request on stdout, `ts`
+/// in ISO 8601 UTC with milliseconds) and the operational log (swift-log, stderr; text or JSON
+/// per `log.format`, see `VeilLogHandler`). Both pass through the key redactor: whatever an
 /// upstream message echoed, the key never reaches a log line. Tokens and prompts are never
 /// logged (prompts only with `log.prompts: true`).
 public final class GatewayLog: Sendable {
@@ -46,7 +47,7 @@ public final class GatewayLog: Sendable {
     func access(_ x: Exchange, durationMillis: Int) {
         guard accessEnabled else { return }
         var w = JSONObjectWriter(reserving: 320)
-        w.int("ts", time(nil))
+        w.string("ts", LogClock.iso8601(unixMillis: LogClock.nowMillis()))
         w.string("request_id", x.requestID)
         w.string("method", x.request.method)
         w.string("path", String(x.request.path.prefix(256)))

@@ -44,7 +44,9 @@ final class VeilProcess: @unchecked Sendable {
         """
     }
 
-    init(configText: String, storePath: String) throws {
+    /// `arguments` default to `serve --config <the temp config>`; `environment` is added to a bare
+    /// PATH/HOME (no VEIL_* from the test's own environment).
+    init(configText: String, storePath: String, arguments: [String]? = nil, environment: [String: String] = [:]) throws {
         guard let bin = VeilProcess.binary else { throw VeilProcessError.noBinary }
         let id = UUID().uuidString
         configPath = "/tmp/veil-signal-\(id).yaml"
@@ -55,22 +57,23 @@ final class VeilProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: bin)
-        process.arguments = ["serve", "--config", configPath]
+        process.arguments = arguments ?? ["serve", "--config", configPath]
         // No VEIL_* from the test's environment.
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"]
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"].merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardInput = FileHandle.nullDevice
         try process.run()
         // The port is in the "veil listening" line.
-        let found = waitUntil(15) { self.parsePort() }
-        guard found else { kill(); throw VeilProcessError.didNotStart(stderr) }
+        let found = waitUntil(15) { self.parsePort() || !self.process.isRunning }
+        guard found, port != 0 else { kill(); throw VeilProcessError.didNotStart(stderr) }
     }
 
     private func parsePort() -> Bool {
         let text = stderr
-        guard text.contains("veil listening"), let r = text.range(of: #"port=(\d+)"#, options: .regularExpression) else { return false }
-        port = UInt16(text[r].dropFirst(5)) ?? 0
+        // Text (`port=8080`) or JSON (`"port":"8080"`) operations log.
+        guard text.contains("veil listening"), let r = text.range(of: #"port(=|":")\d+"#, options: .regularExpression) else { return false }
+        port = UInt16(text[r].drop { !$0.isNumber }) ?? 0
         return port != 0
     }
 
@@ -93,18 +96,26 @@ final class VeilProcess: @unchecked Sendable {
     }
 
     /// Runs `veil ARGS` to completion (bounded); returns (status, stdout+stderr).
-    static func run(_ args: [String], seconds: Double = 20) throws -> (Int32, String) {
+    static func run(_ args: [String], seconds: Double = 20, environment: [String: String] = [:], stdin: String? = nil,
+                    directory: String? = nil) throws -> (Int32, String) {
         guard let bin = binary else { throw VeilProcessError.noBinary }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: bin)
         p.arguments = args
-        p.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"]
+        p.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"].merging(environment) { $1 }
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let input = Pipe()
+        p.standardInput = stdin == nil ? FileHandle.nullDevice : input
         let out = "/tmp/veil-run-\(UUID().uuidString).out"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         let fh = FileHandle(forWritingAtPath: out)
         p.standardOutput = fh
         p.standardError = fh
         try p.run()
+        if let stdin {
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try? input.fileHandleForWriting.close()
+        }
         guard waitUntil(seconds, { !p.isRunning }) else { _ = Glibc.kill(p.processIdentifier, SIGKILL); throw VeilProcessError.timedOut }
         return (p.terminationStatus, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
     }
