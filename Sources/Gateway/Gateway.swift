@@ -33,6 +33,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
 
         Route("POST", "/v1/chat/completions", body: .configured, ChatCompletions.start),
         Route("GET", "/v1/models", Models.list),
+        Route("GET", "/v1/models/{id}", Models.retrieve),
 
         Route("POST", "/v1/videos", body: .configured, VideoRoutes.create),
         Route("GET", "/v1/videos", VideoRoutes.list),

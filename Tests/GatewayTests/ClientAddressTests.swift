@@ -29,17 +29,17 @@ import Testing
         ("not-an-ip", ["1.2.3.4"], "not-an-ip"),
     ])
     func walk(_ peer: String, _ xff: [String], _ expected: String) {
-        #expect(clientAddress(peer: peer, forwardedFor: xff, trusted: Self.proxies) == expected)
+        #expect(forwardedClientAddress(peer: peer, forwardedFor: xff, trusted: Self.proxies) == expected)
     }
 
     @Test func noTrustedProxiesMeansThePeer() {
-        #expect(clientAddress(peer: "10.1.2.3", forwardedFor: ["1.2.3.4"], trusted: TrustedProxies([])) == "10.1.2.3")
+        #expect(forwardedClientAddress(peer: "10.1.2.3", forwardedFor: ["1.2.3.4"], trusted: TrustedProxies([])) == "10.1.2.3")
     }
 
     @Test func hopsAreBounded() {
         let chain = (0..<100).map { "10.0.\($0 / 256).\($0 % 256)" }.joined(separator: ",")
         // 100 trusted hops: the walk stops after maxForwardedHops and keeps the last one it read.
-        let r = clientAddress(peer: "10.1.2.3", forwardedFor: ["6.6.6.6," + chain], trusted: Self.proxies)
+        let r = forwardedClientAddress(peer: "10.1.2.3", forwardedFor: ["6.6.6.6," + chain], trusted: Self.proxies)
         #expect(r == "10.0.0.\(100 - maxForwardedHops)")
     }
 

@@ -4,8 +4,21 @@ import pytest
 
 
 def test_models_list(client):
-    ids = [m.id for m in client.models.list()]
+    models = list(client.models.list())
+    ids = [m.id for m in models]
     assert "gpt-3.5-turbo" in ids
+    assert "sora-2" in ids and not any(i.endswith("-yijia") for i in ids)   # vendor names mapped back
+    for m in models:
+        assert m.object == "model" and isinstance(m.created, int) and m.owned_by
+        assert set(m.model_dump(exclude_unset=True)) == {"id", "object", "created", "owned_by"}
+
+
+def test_models_retrieve(client):
+    m = client.models.retrieve("gpt-3.5-turbo")
+    assert m.id == "gpt-3.5-turbo" and m.object == "model"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("no-such-model")
+    assert e.value.code == "model_not_found"
 
 
 def test_chat_non_streaming(client):

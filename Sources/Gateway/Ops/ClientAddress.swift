@@ -76,7 +76,7 @@ public struct TrustedProxies: Sendable {
 /// malformed entry (not an IP; `a.b.c.d:port` and `[v6]:port` are read as their address) stops
 /// the walk, and the last good address stands. At most `maxForwardedHops` entries are read.
 /// Addresses come back in their canonical text form.
-public func clientAddress(peer: String, forwardedFor: [String], trusted: TrustedProxies) -> String {
+public func forwardedClientAddress(peer: String, forwardedFor: [String], trusted: TrustedProxies) -> String {
     guard !trusted.isEmpty, let peerIP = CIDR.parseIP(peer), trusted.contains(peerIP) else { return peer }
     var hops: [Substring] = []
     for field in forwardedFor {

@@ -56,12 +56,11 @@ enum OpsRoutes {
             for f in cors.responseHeaders(origin: origin) { x.commonHeaders.replace(f.name, f.value) }
         }
         guard CORSPolicy.isPreflight(method: x.request.method, headers: x.request.headers) else { return false }
-        guard let h = cors.preflight(origin: origin, requestMethod: x.request.headers["access-control-request-method"],
-                                     requestHeaders: x.request.headers["access-control-request-headers"]) else {
-            x.fail(APIError(403, "This origin is not allowed to call Veil from a browser (config `cors.allowed_origins`).", code: "cors_origin_not_allowed"))
-            return true
+        switch cors.evaluatePreflight(origin: origin, requestMethod: x.request.headers["access-control-request-method"],
+                                      requestHeaders: x.request.headers["access-control-request-headers"]) {
+        case .allowed(let h): x.sendRaw(204, [], contentType: nil, headers: h)
+        case .refused(let r): x.fail(APIError(r.status, r.message, code: r.code), headers: r.headers)
         }
-        x.sendRaw(204, [], contentType: nil, headers: h)
         return true
     }
 

@@ -28,6 +28,11 @@ public struct APIError: Error, Sendable, Equatable {
         }
     }
 
+    /// A 404 translation error (`ModelCatalog.notFound`) as an answer.
+    init(_ notFound: OpenAIError, status: Int = 404) {
+        self.init(status, notFound.message, type: notFound.type, param: notFound.param, code: notFound.code)
+    }
+
     public var body: [UInt8] {
         OpenAIError(message: message, type: type, param: param, code: code).jsonBytes
     }

@@ -28,6 +28,9 @@ public final class Exchange {
     public var teamIndex: Int?
     public var team: GatewayConfig.Team? { teamIndex.map { snapshot.team($0) } }
     public let requestID: String
+    /// The client as logs know it: the peer, or — behind a trusted proxy (`trusted_proxies`) —
+    /// the address its `X-Forwarded-For` names (read at admission: the fields go once a stream starts).
+    public let clientAddress: String
     public let startedAt: UInt64
     // Filled as the exchange proceeds, read by the access log.
     public var status = 0
@@ -56,6 +59,8 @@ public final class Exchange {
         // rest of this iteration — an upstream head arriving in it made that UInt64 subtraction trap.
         self.startedAt = context.loop.now
         self.requestID = Exchange.requestID(from: head.headers["x-request-id"])
+        clientAddress = snapshot.trustedProxies.isEmpty ? peer
+            : forwardedClientAddress(peer: peer, forwardedFor: head.headers.values("x-forwarded-for"), trusted: snapshot.trustedProxies)
         commonHeaders.add("x-request-id", requestID)
     }
 
@@ -92,6 +97,7 @@ public final class Exchange {
     }
 
     public var path: Substring { request.path }
+
 
     /// Lets go of what a stream no longer needs once its head is sent: the request's body and
     /// header fields (its prompt can be many KiB, held for minutes otherwise) and the answer's

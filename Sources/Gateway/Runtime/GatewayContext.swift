@@ -14,6 +14,8 @@ public final class ConfigSnapshot: Sendable {
 
     public let policy: Policy
     public let cors: CORSPolicy
+    /// Peers whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    public let trustedProxies: TrustedProxies
     /// The upstream key's bytes (redactors), the chat URL, and the fields every upstream request
     /// carries (`Authorization`, `Accept-Encoding`) as libcurl's list, linked behind each
     /// request's own: built once per configuration instead of once per request.
@@ -29,6 +31,7 @@ public final class ConfigSnapshot: Sendable {
         self.generation = generation
         self.policy = Policy(teams: config.teams, previous: previous?.policy)
         self.cors = CORSPolicy(config.cors)
+        self.trustedProxies = TrustedProxies(config.trustedProxies)
         var b = config.upstream.baseURL
         while b.hasSuffix("/") { b.removeLast() }
         upstreamBase = b

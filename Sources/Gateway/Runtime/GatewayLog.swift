@@ -65,7 +65,7 @@ public final class GatewayLog: Sendable {
         }
         if let e = x.errorCode { w.string("error", e) }
         if x.snapshot.config.log.prompts, let p = x.prompt { w.string("prompt", String(p.prefix(2000))) }
-        w.string("remote", x.request.remoteAddress)
+        w.string("remote", x.clientAddress)
         sink(redact(String(decoding: w.finish(), as: UTF8.self)))
     }
 }
