@@ -22,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // libpq: the PostgreSQL backend's client (a store shared by several replicas).
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Sans-I/O HTTP/1.1: request parser, the connection state machine, response serialiser.
         // No sockets, no Foundation.
@@ -32,9 +34,9 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
-        // The store: records, backend protocols, SQLite (WAL), and the executor that runs a backend
-        // on store threads with completions delivered on the asking loop.
-        .target(name: "Store", dependencies: ["CSQLite"]),
+        // The store: records, backend protocols, SQLite (WAL), PostgreSQL (libpq), and the executor
+        // that runs a backend on store threads with completions delivered on the asking loop.
+        .target(name: "Store", dependencies: ["CSQLite", "CPostgres"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
         .target(name: "Translation"),
         // The gateway: the route table, admission (auth, limits), the upstream engine and the
@@ -63,8 +65,10 @@ let package = Package(
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        // Tests' private PostgreSQL clusters (initdb/pg_ctl from Debian's `postgresql`).
+        .target(name: "PostgresTestSupport", dependencies: ["Store"], path: "Tests/PostgresTestSupport"),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "PostgresTestSupport"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "PostgresTestSupport"]),
     ]
 )

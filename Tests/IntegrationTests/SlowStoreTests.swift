@@ -8,7 +8,7 @@ import Testing
 /// connections of the same loop are answered at once.
 @Suite struct SlowStoreTests {
     /// A real store whose video reads take `delayMillis` (a disk stalling, a database restarting).
-    final class SlowStore: VideoStore, CharacterStore, UsageStore, @unchecked Sendable {
+    final class SlowStore: StoreBackend, @unchecked Sendable {
         let inner: SQLiteStore
         let delayMillis: Int
         let slowCalls = Atomic<Int>(0)
@@ -36,6 +36,18 @@ import Testing
         func deleteCharacter(id: String, team: String) throws -> Bool { try inner.deleteCharacter(id: id, team: team) }
         func recordUsage(_ u: UsageRecord) throws { try inner.recordUsage(u) }
         func usageSummary(team: String?, since: Int) throws -> [UsageSummary] { try inner.usageSummary(team: team, since: since) }
+        func reserveVideo(id: String, team: String, limits: VideoLimits, now: Int, expiresAt: Int) throws -> VideoReservation {
+            try inner.reserveVideo(id: id, team: team, limits: limits, now: now, expiresAt: expiresAt)
+        }
+        func confirmVideo(reservation: String?, _ v: VideoRecord) throws { try inner.confirmVideo(reservation: reservation, v) }
+        func releaseVideoReservation(id: String) throws { try inner.releaseVideoReservation(id: id) }
+        func claimVideoPoll(id: String, periodMillis: Int) throws -> VideoPollClaim { try inner.claimVideoPoll(id: id, periodMillis: periodMillis) }
+        func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool {
+            try inner.claimCharacterName(name, holder: holder, ttlMillis: ttlMillis)
+        }
+        func releaseCharacterName(_ name: String, holder: String) throws { try inner.releaseCharacterName(name, holder: holder) }
+        func heartbeat(replica: String, ttlMillis: Int) throws -> [String] { try inner.heartbeat(replica: replica, ttlMillis: ttlMillis) }
+        func leave(replica: String) throws { try inner.leave(replica: replica) }
     }
 
     @Test func aSlowStoreDelaysNoOtherConnectionOnItsLoop() throws {
