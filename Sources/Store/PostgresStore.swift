@@ -76,6 +76,19 @@ public final class PostgresStore: StoreBackend, Sendable {
 
     deinit { close() }
 
+    /// Connects (nothing else) and reads the schema's version: `veil check-config`. Throws
+    /// `StoreError.open` naming the URL without its password.
+    public static func schemaStatus(settings: PostgresSettings) throws -> (current: Int, expected: Int) {
+        do {
+            let deadline = StoreClock.monotonicMillis() + UInt64(settings.connectTimeoutMillis + settings.callTimeoutMillis)
+            let c = try PostgresConnection(conninfo: settings.url, deadline: deadline, statementTimeoutMillis: settings.statementTimeoutMillis)
+            defer { c.close() }
+            return try PostgresSchema.status(c, deadline: deadline)
+        } catch {
+            throw StoreError.open(path: StoreURL.redacted(settings.url), message: error.message)
+        }
+    }
+
     /// Writes buffered usage (one attempt), then closes the connections. Later calls throw.
     public func close() {
         usage.close()
