@@ -31,18 +31,18 @@ enum VideoRoutes {
         x.model = spec.model
         if cfg.log.prompts { x.prompt = spec.prompt }
         // One store call: @name isolation (a character another team made can't be used in this
-        // team's prompt; loose scan, see `characterNameCandidates`), then — when the team has
-        // video limits — one atomic reservation against them for the whole deployment.
+        // team's prompt; loose scan, see `characterNameCandidates`), then one atomic reservation
+        // against the team's video limits for the whole deployment. Made for every team, limits or
+        // not: nothing reaches the upstream unless the store can record what it makes.
         let candidates = characterNameCandidates(in: spec.prompt)
         let teamName = team.name
         let limits = VideoLimits(perDay: team.videosPerDay, inFlight: team.maxVideosInFlight,
                                  inFlightMaxAgeSeconds: cfg.videos.inFlightMaxAgeSeconds)
-        let reservationID = (limits.perDay != nil || limits.inFlight != nil) ? newReservationID() : nil
+        let reservationID = newReservationID()
         let now = Int(time(nil))
         let expiresAt = now + reservationSeconds(cfg)
         x.context.store({ db -> (foreign: String?, reservation: VideoReservation?) in
             if let foreign = try CharacterRoutes.foreignCharacter(among: candidates, team: teamName, in: db) { return (foreign, nil) }
-            guard let reservationID else { return (nil, nil) }
             return (nil, try db.reserveVideo(id: reservationID, team: teamName, limits: limits, now: now, expiresAt: expiresAt))
         }) { result in
             let checks: (foreign: String?, reservation: VideoReservation?)
