@@ -71,4 +71,24 @@ import Testing
         #expect(waitUntil(5) { slowDone.load(ordering: .relaxed) > 0 })
         #expect(slowDone.load(ordering: .relaxed) >= 1_400, "the slow call answered after \(slowDone.load(ordering: .relaxed)) ms")
     }
+
+    /// A store call that never comes back in time (here a stalled SQLite, which no deadline can
+    /// interrupt) is answered 503 `store_unavailable` by the loop's own guard, within
+    /// `store.timeout_ms` and its grace — not after the store's 1.5 s.
+    @Test func aStoreCallPastTheTimeoutIsAnswered503() throws {
+        let store = try SlowStore(delayMillis: 1_500)
+        let h = try VeilHarness(workers: 1, storeYAML: ["timeout_ms: 300", "statement_timeout_ms: 200"], backend: store)
+        defer { h.stop() }
+        let t0 = RawHTTPClient.nowMillis()
+        let r = try h.get("/v1/videos")
+        let took = RawHTTPClient.nowMillis() - t0
+        #expect(r.status == 503)
+        #expect((jsonObject(r)["error"] as? [String: Any])?["code"] as? String == "store_unavailable")
+        #expect(r.header("retry-after") == "1")
+        #expect(took >= 250 && took < 1_200, "answered after \(took) ms")
+        // The calls queued behind the stalled one are answered at their own deadline, unrun.
+        let t1 = RawHTTPClient.nowMillis()
+        #expect(try h.get("/v1/videos").status == 503)
+        #expect(RawHTTPClient.nowMillis() - t1 < 1_200)
+    }
 }
