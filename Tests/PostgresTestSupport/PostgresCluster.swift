@@ -39,9 +39,13 @@ public final class PostgresCluster: @unchecked Sendable {
         }
     }
 
-    /// Starts a new cluster of its own.
-    public init() throws {
-        guard let bin = PostgresCluster.findBinaries() else {
+    /// Starts a new cluster of its own. `binaries`: the directory of initdb and pg_ctl
+    /// (default: the newest /usr/lib/postgresql/N/bin, else the PATH's; `VEIL_TEST_POSTGRES_BIN`).
+    public init(binaries: String? = ProcessInfo.processInfo.environment["VEIL_TEST_POSTGRES_BIN"]) throws {
+        let found = binaries.map { dir in
+            access(dir + "/initdb", X_OK) == 0 && access(dir + "/pg_ctl", X_OK) == 0 ? dir : nil
+        } ?? PostgresCluster.findBinaries()
+        guard let bin = found else {
             throw PostgresMissing(description: """
                 PostgreSQL is not installed: this test needs the server programs initdb and pg_ctl \
                 (Debian: `apt-get install postgresql`; scripts/deps installs it). Not skipped: a test \

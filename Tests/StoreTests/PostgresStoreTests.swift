@@ -46,6 +46,16 @@ import Glibc
 }
 
 @Suite struct PostgresStoreTests {
+    /// Without PostgreSQL's programs a test that needs them fails, and says what to install.
+    @Test func aMissingServerFailsWithWhatToInstall() {
+        #expect {
+            _ = try PostgresCluster(binaries: "/nonexistent/postgresql/bin")
+        } throws: { e in
+            guard let e = e as? PostgresCluster.PostgresMissing else { return false }
+            return e.description.contains("apt-get install postgresql") && e.description.contains("fails")
+        }
+    }
+
     @Test func replicasStartingTogetherMigrateOnce() throws {
         let url = try PostgresCluster.shared().createDatabase()
         let opened = Atomic<Int>(0)
