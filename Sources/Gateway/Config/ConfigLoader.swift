@@ -32,7 +32,8 @@ public enum ConfigLoader {
         c.shutdownGraceMillis = try r.int(top, "shutdown_grace_ms", min: 0, max: 3_600_000) ?? c.shutdownGraceMillis
 
         if let u = try r.section(top, "upstream", allowed: ["base_url", "api_key", "connect_timeout_ms", "request_timeout_ms",
-                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field", "model_suffixes"]) {
+                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field", "model_suffixes",
+                                                             "passthrough"]) {
             c.upstream.baseURL = try r.string(u, "upstream.base_url") ?? c.upstream.baseURL
             if requireUpstreamKey { c.upstream.apiKey = try r.string(u, "upstream.api_key") ?? c.upstream.apiKey }
             c.upstream.connectTimeoutMillis = try r.int(u, "upstream.connect_timeout_ms", min: 1, max: 600_000) ?? c.upstream.connectTimeoutMillis
@@ -43,6 +44,10 @@ public enum ConfigLoader {
             c.upstream.modelSuffixes = try r.strings(u, "upstream.model_suffixes") ?? c.upstream.modelSuffixes
             if c.upstream.modelSuffixes.contains(where: { $0.isEmpty || $0.utf8.count > 64 }) {
                 throw ConfigError("upstream.model_suffixes", "suffixes must be 1 to 64 characters")
+            }
+            c.upstream.passthrough = try r.strings(u, "upstream.passthrough") ?? c.upstream.passthrough
+            for p in c.upstream.passthrough where !Passthrough.supported.contains(p) {
+                throw ConfigError("upstream.passthrough", "`\(p)` is not an endpoint Veil can pass through (one of \(Passthrough.supported.joined(separator: ", ")))")
             }
         }
         if let l = try r.section(top, "limits", allowed: ["request_line_bytes", "header_bytes", "header_count", "body_bytes",

@@ -36,6 +36,9 @@ public struct GatewayConfig: Sendable {
         public var keyInSizeField = true
         /// Suffixes the upstream appends to model names (`sora-2-yijia`), removed in `/v1/models`.
         public var modelSuffixes = ["-yijia"]
+        /// OpenAI endpoints passed through to the upstream as they are (key injected, answers
+        /// redacted, the team's allow-list and limits applied): a subset of `Passthrough.supported`.
+        public var passthrough = Passthrough.supported
     }
 
     public struct LimitSettings: Sendable {

@@ -9,8 +9,9 @@ import Upstream
 /// a short flow: pure checks, then store calls (on a store thread, answered on this loop) and
 /// upstream exchanges (hook sets in VideoHooks.swift, driven by `UpstreamEngine`).
 enum VideoRoutes {
-    static func unsupportedRemix(_ x: Exchange, _ g: Gateway) {
-        x.fail(APIError(400, "Remixing is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation"))
+    /// An operation of OpenAI's Videos API that the upstream can't do: 400, answered from the head.
+    static func unsupported(_ what: String) -> @Sendable (Exchange, Gateway) -> Void {
+        { x, _ in x.fail(APIError(400, "\(what) is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation")) }
     }
 
     // MARK: create
