@@ -60,3 +60,26 @@ func contains(_ needle: UnsafeBufferPointer<UInt8>, in hay: UnsafeBufferPointer<
     }
     return false
 }
+
+/// First offset >= `from` holding a CR, an LF or a backslash (three patterns' flags OR-ed, as in
+/// `firstLineEnd`): the SSE event filter's one pass finds line ends and escapes together.
+@inline(__always)
+func firstLineEndOrBackslash(in base: UnsafeRawPointer, from: Int, count: Int) -> Int? {
+    var i = from
+    let ones: UInt64 = 0x0101_0101_0101_0101
+    let highs: UInt64 = 0x8080_8080_8080_8080
+    let lf: UInt64 = 0x0A * ones, cr: UInt64 = 0x0D * ones, bs: UInt64 = 0x5C * ones
+    while i + 8 <= count {
+        let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        let a = w ^ lf, b = w ^ cr, c = w ^ bs
+        let t = ((a &- ones) & ~a & highs) | ((b &- ones) & ~b & highs) | ((c &- ones) & ~c & highs)
+        if t != 0 { return i + (t.trailingZeroBitCount >> 3) }
+        i += 8
+    }
+    while i < count {
+        let c = base.load(fromByteOffset: i, as: UInt8.self)
+        if c == 0x0A || c == 0x0D || c == 0x5C { return i }
+        i += 1
+    }
+    return nil
+}
