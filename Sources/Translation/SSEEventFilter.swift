@@ -2,43 +2,47 @@
 /// caller: the key redacted in clear and JSON-escaped, token usage and `[DONE]` read in passing,
 /// and, optionally, the final usage-only chunk removed.
 ///
-/// Stages, in this order:
-/// 1. `KeyRedactor` on the raw bytes (the key in clear, split across chunks or not).
-/// 2. Framing into events. An event ends at a blank line; lines end at LF, CRLF or CR (HTML
-///    SSE spec, 9.2.5). Every complete event is passed on byte for byte, as a slice of the input
-///    whenever it lies in one chunk: a chunk made of complete events is emitted whole, in the
-///    same call, without a copy. Only an incomplete trailing event is held (copied), since an
-///    SSE client dispatches nothing before the blank line anyway. The held event is bounded by
-///    `maxEventBytes`: an event over the limit (held or not, so the outcome does not depend on
-///    the chunking) stops the filter with `SSEFilterError.eventTooLarge`, which the caller turns
-///    into a stream error; nothing of that event is emitted.
-/// 3. Per event, on its `data:` field (its lines joined with LF, as a client joins them):
-///    - `[DONE]` sets `sawDone`; a JSON object whose `usage` is an object sets `usage` (only
-///      events with `"usage"` followed by `{` are parsed, so `"usage":null` costs nothing).
-///    - With `dropUsageChunk`, the usage-only chunk (`choices` an empty array, `usage` an
-///      object) is removed entirely; every other byte stays.
-///    - The escaped key: only an event whose data holds a backslash is examined, and only when
-///      some escape decodes to a byte that occurs in the key (`\n` or `\"` never do, for an
-///      alphanumeric key) is the data unescaped and searched. Stage 1 already replaced every
-///      occurrence in clear, so the key can only be in a decoded string if an escape is inside
-///      it. When the key is found, the event is rewritten: its JSON re-encoded with the key
-///      replaced by `[redacted]` in every decoded string, member names included (the client
-///      reads the rest of the chunk as before; other fields kept, data on one `data:` line).
-///      Data that is not JSON but unescapes to the key is dropped with its event: no client
-///      can parse it as a chat chunk anyway. `redactedEvents` counts both.
+/// Framing. An event ends at a blank line; lines end at LF, CRLF or CR (HTML SSE spec, 9.2.5).
+/// Every complete event is passed on byte for byte, as a slice of the input whenever it lies in
+/// one chunk: a chunk made of complete events is emitted whole, in the same call, without a
+/// copy. Only an incomplete trailing event is held (copied), since an SSE client dispatches
+/// nothing before the blank line anyway. The held event is bounded by `maxEventBytes`: an event
+/// over the limit (held or not, so the outcome does not depend on the chunking) stops the filter
+/// with `SSEFilterError.eventTooLarge`, which the caller turns into a stream error; nothing of
+/// that event is emitted.
 ///
-/// End of stream (`finish`): the key redactor's held prefix goes through its own rule, then an
-/// incomplete trailing event is dropped (clients discard it, and a caller that appends an error
-/// event needs a clean line start), except a lone `data: [DONE]`, which is completed with its
-/// blank line. Usage and `[DONE]` are still read from it.
+/// The key in clear. The key holds no CR or LF, so it never spans two events: each event is
+/// redacted as a whole, exactly as `KeyRedactor` would redact the stream (leftmost,
+/// non-overlapping, `[redacted]`), a key split across chunks included (its event is held until
+/// complete). The key search is part of the framing pass, not a second one.
 ///
-/// Cost for an event without the key: the redactor's scan, plus one eight-bytes-a-step pass that
-/// finds line ends and backslashes together, plus, per `data:` line, the `"usage"` search the
-/// old usage scanner did. Allocation only for events split across chunks (the held copy).
+/// Per event, on its `data:` field (its lines joined with LF, as a client joins them):
+/// - `[DONE]` sets `sawDone`; a JSON object whose `usage` is an object sets `usage` (only events
+///   with `"usage"` followed by `{` are parsed, so `"usage":null` costs nothing).
+/// - With `dropUsageChunk`, the usage-only chunk (`choices` an empty array, `usage` an object)
+///   is removed entirely, with its line ends; every other byte stays.
+/// - The escaped key: only an event whose data holds a backslash is examined, and only when some
+///   escape decodes to a byte that occurs in the key (`\n` or `\"` never do, for an alphanumeric
+///   key) is the data unescaped and searched. Occurrences in clear are redacted anyway, so the key
+///   can only hide in a decoded string with an escape inside it. When found, the event is
+///   rewritten: its JSON re-encoded with the key replaced by `[redacted]` in every decoded
+///   string, member names included (the client reads the rest of the chunk as before; other
+///   fields kept, data on one `data:` line). Data that is not JSON but unescapes to the key is
+///   dropped with its event: no client can parse it as a chat chunk anyway. `redactedEvents`
+///   counts both.
+///
+/// End of stream (`finish`): an incomplete trailing event is dropped (clients discard it, and a
+/// caller that appends an error event needs a clean line start; no prefix of a cut key can
+/// leave), except a lone `data: [DONE]`, which is completed with its blank line. Usage and
+/// `[DONE]` are still read from it.
+///
+/// Cost for an event without the key: one eight-bytes-a-step pass that stops at line ends,
+/// backslashes, the key's first byte and `g` (the anchor of `"usage"`), where today's path made
+/// three (key, line ends, usage). Allocation only for events split across chunks (the held copy)
+/// and events that hold the key.
 public struct SSEEventFilter: Sendable {
     public static let defaultMaxEventBytes = 1 << 20
 
-    private var redactor: KeyRedactor
     private var framer: SSEFramer
 
     /// - Parameters:
@@ -47,7 +51,6 @@ public struct SSEEventFilter: Sendable {
     ///     `stream_options.include_usage`, Veil did).
     ///   - maxEventBytes: the largest event, and so the most bytes held per stream.
     public init(secret: [UInt8], dropUsageChunk: Bool = false, maxEventBytes: Int = SSEEventFilter.defaultMaxEventBytes) {
-        redactor = KeyRedactor(secret: secret)
         framer = SSEFramer(secret: secret, dropUsageChunk: dropUsageChunk, maxEventBytes: max(1, maxEventBytes))
     }
 
@@ -68,14 +71,12 @@ public struct SSEEventFilter: Sendable {
     /// valid during the call only). After an error, every call throws it again.
     public mutating func process(_ input: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) throws(SSEFilterError) {
         if let e = framer.failed { throw e }
-        redactor.process(input) { framer.frame($0, emit) }
+        framer.frame(input, emit)
         if let e = framer.failed { throw e }
     }
 
     /// End of stream (see the type's comment).
     public mutating func finish(emit: (UnsafeRawBufferPointer) -> Void) throws(SSEFilterError) {
-        if let e = framer.failed { throw e }
-        redactor.finish { framer.frame($0, emit) }
         if let e = framer.failed { throw e }
         framer.finishIncomplete(emit)
     }
@@ -112,6 +113,7 @@ struct SSEEventScan {
     /// The byte before `lineBegin` was a CR: an LF right there completes that CRLF.
     var afterCR = false
     var lineHasBackslash = false
+    var lineHasUsage = false
     /// Where the first line begins (1 when the event starts with the LF of a CRLF).
     var bodyStart = 0
     var dataLines = 0
@@ -119,14 +121,168 @@ struct SSEEventScan {
     var dataEscape = false
     var usageCandidate = false
     var done = false
+    /// Offsets of the key's occurrences in clear (leftmost, non-overlapping).
+    var keyHits: [Int] = []
+    /// End of the last occurrence: a later one must start at or after it.
+    var keyEnd = 0
 
     init(afterCR: Bool = false) { self.afterCR = afterCR }
+
+    /// Scans from the event's saved position; the offset just past its blank line, or nil (the
+    /// state then covers the bytes up to `count`, or stops at a candidate for the key or
+    /// `"usage"` that needs bytes not there yet: the scan resumes there).
+    mutating func scanEvent(_ base: UnsafePointer<UInt8>, count: Int, evStart: Int, key: SSEKeySearch) -> Int? {
+        let rawBase = UnsafeRawPointer(base)
+        var i = evStart + pos
+        while true {
+            guard let t = firstSSEStop(in: rawBase, from: i, count: count,
+                                       backslash: !lineHasBackslash, key: key.anchorByte) else {
+                pos = count - evStart
+                return nil
+            }
+            let c = base[t]
+            if c < 0x0E {
+                guard c == 0x0A || c == 0x0D else { i = t + 1; continue }   // a tab, say
+                let rel = t - evStart
+                if c == 0x0A && afterCR && rel == lineBegin {
+                    // The LF of a CRLF whose CR ended the previous line.
+                    afterCR = false
+                    lineBegin = rel + 1
+                    if rel == 0 { bodyStart = 1 }
+                    i = t + 1
+                    continue
+                }
+                if rel == lineBegin {
+                    // A blank line: the event is complete.
+                    pos = rel + 1
+                    return t + 1
+                }
+                classify(base, lo: evStart + lineBegin, hi: t, evStart: evStart)
+                lineBegin = rel + 1
+                afterCR = c == 0x0D
+                lineHasBackslash = false
+                lineHasUsage = false
+                i = t + 1
+                continue
+            }
+            if c == 0x5C { lineHasBackslash = true }
+            if c == key.anchorByte, key.active {
+                // The key would start `anchor` bytes before; it never spans a line end, so the
+                // bytes before are in this event's buffer.
+                let s = t - key.anchor
+                if s >= evStart + lineBegin, s - evStart >= keyEnd {
+                    switch key.match(base, at: s, count: count) {
+                    case .yes:
+                        keyHits.append(s - evStart)
+                        keyEnd = s - evStart + key.bytes.count
+                    case .no: break
+                    case .needMore:
+                        pos = t - evStart          // maybe the key: wait for the rest
+                        return nil
+                    }
+                }
+            }
+            if c == 0x67 {
+                switch usageKeyAt(g: t, base, lineStart: evStart + lineBegin, count: count) {
+                case .yes: lineHasUsage = true
+                case .no: break
+                case .needMore:
+                    pos = t - evStart
+                    return nil
+                }
+            }
+            i = t + 1
+        }
+    }
+
+
+    /// Whether the `g` at `g` is that of `"usage"` followed by optional spaces, `:`, optional
+    /// spaces and `{`, inside the current line.
+    func usageKeyAt(g: Int, _ v: UnsafePointer<UInt8>, lineStart: Int, count: Int) -> Answer {
+        let s = g - 4
+        guard s >= lineStart else { return .no }
+        guard g + 2 < count else { return .needMore }
+        guard v[s] == 0x22, v[s + 1] == 0x75, v[s + 2] == 0x73, v[s + 3] == 0x61, v[s + 5] == 0x65, v[s + 6] == 0x22 else { return .no }
+        var j = s + 7
+        while j < count, v[j] == 0x20 || v[j] == 0x09 { j += 1 }
+        guard j < count else { return .needMore }
+        guard v[j] == 0x3A else { return .no }
+        j += 1
+        while j < count, v[j] == 0x20 || v[j] == 0x09 { j += 1 }
+        guard j < count else { return .needMore }
+        return v[j] == 0x7B ? .yes : .no
+    }
+
+    /// Notes what a complete line (without its line end) means for the event.
+    mutating func classify(_ base: UnsafePointer<UInt8>, lo: Int, hi: Int, evStart: Int) {
+        let n = hi - lo
+        guard n >= 4, base[lo] == 0x64, base[lo + 1] == 0x61, base[lo + 2] == 0x74, base[lo + 3] == 0x61 else { return }
+        var v = hi
+        if n > 4 {
+            guard base[lo + 4] == 0x3A else { return }
+            v = lo + 5
+            if v < hi, base[v] == 0x20 { v += 1 }
+        }
+        dataLines += 1
+        if dataLines == 1 { firstData = (v - evStart)..<(hi - evStart) }
+        if lineHasBackslash { dataEscape = true }
+        if lineHasUsage { usageCandidate = true }
+        if hi - v <= 16 && isDone(UnsafeBufferPointer(start: base + v, count: hi - v)) { done = true }
+    }
+
+    func isDone(_ v: UnsafeBufferPointer<UInt8>) -> Bool {
+        var lo = 0, hi = v.count
+        while lo < hi, isASCIISpace(v[lo]) { lo += 1 }
+        while hi > lo, isASCIISpace(v[hi - 1]) { hi -= 1 }
+        return hi - lo == 6 && v[lo] == 0x5B && v[lo + 1] == 0x44 && v[lo + 2] == 0x4F
+            && v[lo + 3] == 0x4E && v[lo + 4] == 0x45 && v[lo + 5] == 0x5D
+    }
+}
+
+enum Answer { case yes, no, needMore }
+
+/// The key, searched by one of its bytes chosen to be rare in SSE JSON (an upper-case letter,
+/// else a rare lower-case one, else a digit), so that the scan stops seldom: `s`, the first
+/// byte of every `sk-` key, is one of the commonest bytes of a chat chunk.
+struct SSEKeySearch {
+    let bytes: UnsafeBufferPointer<UInt8>
+    let anchor: Int
+    let anchorByte: UInt8
+    let active: Bool
+
+    init(_ secret: UnsafeBufferPointer<UInt8>, anchor: Int) {
+        bytes = secret
+        active = !secret.isEmpty
+        self.anchor = anchor
+        // Without a secret the anchor repeats LF, which is a stop anyway.
+        anchorByte = secret.isEmpty ? 0x0A : secret[anchor]
+    }
+
+    static func anchorIndex(_ s: UnsafeBufferPointer<UInt8>) -> Int {
+        if let i = s.firstIndex(where: { $0 >= 0x41 && $0 <= 0x5A }) { return i }
+        for rare in "zqxjkvbwyfpgmuh".utf8 { if let i = s.firstIndex(of: rare) { return i } }
+        if let i = s.firstIndex(where: { $0 >= 0x30 && $0 <= 0x39 }) { return i }
+        return 0
+    }
+
+    /// Whether the key starts at `s` (bytes up to `count` available).
+    func match(_ base: UnsafePointer<UInt8>, at s: Int, count: Int) -> Answer {
+        let n = bytes.count
+        var k = 0
+        while k < n, s + k < count {
+            if base[s + k] != bytes[k] { return .no }
+            k += 1
+        }
+        return k == n ? .yes : .needMore
+    }
 }
 
 struct SSEFramer: Sendable {
     let secret: [UInt8]
     let dropUsageChunk: Bool
     let maxEventBytes: Int
+    /// The index of the secret's byte the scan looks for (`SSEKeySearch.anchorIndex`).
+    let keyAnchor: Int
     /// Which bytes occur in the secret (bit per byte value).
     let secretBytes: (UInt64, UInt64, UInt64, UInt64)
     var held: [UInt8] = []
@@ -145,6 +301,7 @@ struct SSEFramer: Sendable {
         self.secret = secret
         self.dropUsageChunk = dropUsageChunk
         self.maxEventBytes = maxEventBytes
+        keyAnchor = secret.withUnsafeBufferPointer { SSEKeySearch.anchorIndex($0) }
         var s: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         for b in secret {
             let bit = UInt64(1) << UInt64(b & 63)
@@ -179,24 +336,39 @@ struct SSEFramer: Sendable {
 
     mutating func frame(_ piece: UnsafeRawBufferPointer, _ emit: (UnsafeRawBufferPointer) -> Void) {
         guard failed == nil, let raw = piece.baseAddress, piece.count > 0 else { return }
+        let sec = secret
+        sec.withUnsafeBufferPointer { frame(piece, raw, SSEKeySearch($0, anchor: keyAnchor), emit) }
+    }
+
+    private mutating func frame(_ piece: UnsafeRawBufferPointer, _ raw: UnsafeRawPointer,
+                                _ key: SSEKeySearch, _ emit: (UnsafeRawBufferPointer) -> Void) {
         let count = piece.count
         var start = 0
         if !held.isEmpty {
-            // An event continues: complete it in the held copy.
+            // An event continues: complete it in the held copy, taking the piece in growing
+            // steps so that an event ending early in a large piece copies little of it.
             let old = held.count
-            held.append(contentsOf: piece)
-            let h = held
-            let end = h.withUnsafeBufferPointer { scanEvent($0.baseAddress!, count: $0.count, evStart: 0) }
-            guard let e = end else {
-                if held.count > maxEventBytes { fail(.eventTooLarge(limit: maxEventBytes)) }
-                return
+            var taken = 0
+            var step = 256
+            var end: Int?
+            while end == nil, taken < count {
+                let n = min(step, count - taken)
+                held.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[taken..<(taken + n)]))
+                taken += n
+                step *= 2
+                end = held.withUnsafeBufferPointer { scan.scanEvent($0.baseAddress!, count: $0.count, evStart: 0, key: key) }
+                if end == nil, held.count > maxEventBytes { return fail(.eventTooLarge(limit: maxEventBytes)) }
             }
+            guard let e = end else { return }
             if e > maxEventBytes { return fail(.eventTooLarge(limit: maxEventBytes)) }
+            // Taken out of `held` (not copied) so that `decide` may change `self` meanwhile.
+            var h: [UInt8] = []
+            swap(&h, &held)
             h.withUnsafeBufferPointer { b in
                 let ev = UnsafeBufferPointer(rebasing: b[0..<e])
                 let lead = scan.bodyStart
                 switch decide(ev) {
-                case .pass: emit(UnsafeRawBufferPointer(ev))
+                case .pass: emitRedacted(ev, emit)
                 case .drop:
                     if lead > 0 { emit(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: ev[0..<lead]))) }
                     swallowLF = b[e - 1] == 0x0D
@@ -206,7 +378,10 @@ struct SSEFramer: Sendable {
                 }
                 scan = SSEEventScan(afterCR: b[e - 1] == 0x0D)
             }
-            held.removeAll(keepingCapacity: held.capacity <= 16 * 1024)
+            if h.capacity <= 16 * 1024 {
+                h.removeAll(keepingCapacity: true)
+                held = h
+            }
             start = e - old
         }
         let base = raw.assumingMemoryBound(to: UInt8.self)
@@ -224,14 +399,26 @@ struct SSEFramer: Sendable {
                     continue
                 }
             }
-            guard let e = scanEvent(base, count: count, evStart: evStart) else { break }
+            guard let e = scan.scanEvent(base, count: count, evStart: evStart, key: key) else { break }
             if e - evStart > maxEventBytes {
                 if evStart > pending { emit(UnsafeRawBufferPointer(rebasing: piece[pending..<evStart])) }
                 return fail(.eventTooLarge(limit: maxEventBytes))
             }
+            if !scan.done && !scan.usageCandidate && !scan.dataEscape && scan.keyHits.isEmpty {
+                // The usual event: it simply stays in the range emitted below.
+                scan = SSEEventScan(afterCR: base[e - 1] == 0x0D)
+                evStart = e
+                continue
+            }
             let lead = scan.bodyStart
-            switch decide(UnsafeBufferPointer(start: base + evStart, count: e - evStart)) {
-            case .pass: break
+            let ev = UnsafeBufferPointer(start: base + evStart, count: e - evStart)
+            switch decide(ev) {
+            case .pass:
+                if !scan.keyHits.isEmpty {
+                    if evStart > pending { emit(UnsafeRawBufferPointer(rebasing: piece[pending..<evStart])) }
+                    emitRedacted(ev, emit)
+                    pending = e
+                }
             case .drop:
                 // The leading LF (the previous event's CRLF) stays; the event goes.
                 if evStart + lead > pending { emit(UnsafeRawBufferPointer(rebasing: piece[pending..<(evStart + lead)])) }
@@ -260,92 +447,15 @@ struct SSEFramer: Sendable {
         }
     }
 
-    /// Scans from the event's saved position; the offset just past its blank line, or nil (the
-    /// state then covers every byte up to `count`).
-    mutating func scanEvent(_ base: UnsafePointer<UInt8>, count: Int, evStart: Int) -> Int? {
-        let rawBase = UnsafeRawPointer(base)
-        var i = evStart + scan.pos
-        while true {
-            let found = scan.lineHasBackslash
-                ? firstLineEnd(in: rawBase, from: i, count: count)
-                : firstLineEndOrBackslash(in: rawBase, from: i, count: count)
-            guard let t = found else {
-                scan.pos = count - evStart
-                return nil
-            }
-            let c = base[t]
-            if c == 0x5C {
-                scan.lineHasBackslash = true
-                i = t + 1
-                continue
-            }
-            let rel = t - evStart
-            if c == 0x0A && scan.afterCR && rel == scan.lineBegin {
-                // The LF of a CRLF whose CR ended the previous line.
-                scan.afterCR = false
-                scan.lineBegin = rel + 1
-                if rel == 0 { scan.bodyStart = 1 }
-                i = t + 1
-                continue
-            }
-            if rel == scan.lineBegin {
-                // A blank line: the event is complete.
-                scan.pos = rel + 1
-                return t + 1
-            }
-            classify(base, lo: evStart + scan.lineBegin, hi: t, evStart: evStart)
-            scan.lineBegin = rel + 1
-            scan.afterCR = c == 0x0D
-            scan.lineHasBackslash = false
-            i = t + 1
+    /// A complete event with its occurrences of the key in clear (`scan.keyHits`) replaced.
+    func emitRedacted(_ ev: UnsafeBufferPointer<UInt8>, _ emit: (UnsafeRawBufferPointer) -> Void) {
+        var from = 0
+        for hit in scan.keyHits {
+            if hit > from { emit(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: ev[from..<hit]))) }
+            KeyRedactor.defaultReplacement.withUnsafeBytes { emit($0) }
+            from = hit + secret.count
         }
-    }
-
-    /// Notes what a complete line (without its line end) means for the event.
-    mutating func classify(_ base: UnsafePointer<UInt8>, lo: Int, hi: Int, evStart: Int) {
-        let n = hi - lo
-        guard n >= 4, base[lo] == 0x64, base[lo + 1] == 0x61, base[lo + 2] == 0x74, base[lo + 3] == 0x61 else { return }
-        var v = hi
-        if n > 4 {
-            guard base[lo + 4] == 0x3A else { return }
-            v = lo + 5
-            if v < hi, base[v] == 0x20 { v += 1 }
-        }
-        scan.dataLines += 1
-        if scan.dataLines == 1 { scan.firstData = (v - evStart)..<(hi - evStart) }
-        if scan.lineHasBackslash { scan.dataEscape = true }
-        let value = UnsafeBufferPointer(start: base + v, count: hi - v)
-        if isDone(value) { scan.done = true }
-        else if !scan.usageCandidate, hasUsageObject(value) { scan.usageCandidate = true }
-    }
-
-    func isDone(_ v: UnsafeBufferPointer<UInt8>) -> Bool {
-        var lo = 0, hi = v.count
-        while lo < hi, isASCIISpace(v[lo]) { lo += 1 }
-        while hi > lo, isASCIISpace(v[hi - 1]) { hi -= 1 }
-        return hi - lo == 6 && v[lo] == 0x5B && v[lo + 1] == 0x44 && v[lo + 2] == 0x4F
-            && v[lo + 3] == 0x4E && v[lo + 4] == 0x45 && v[lo + 5] == 0x5D
-    }
-
-    /// `"usage"` followed by optional spaces, `:`, optional spaces and `{`, anywhere in `v`.
-    /// Candidates are found eight bytes at a time by the key's `g`, rarer in JSON than `"`.
-    func hasUsageObject(_ v: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard v.count >= 8, let base = v.baseAddress else { return false }
-        var from = 4
-        while let g = firstIndex(of: 0x67, in: UnsafeRawPointer(base), from: from, count: v.count - 2) {
-            let s = g - 4
-            if v[s] == 0x22, v[s + 1] == 0x75, v[s + 2] == 0x73, v[s + 3] == 0x61, v[s + 5] == 0x65, v[s + 6] == 0x22 {
-                var j = s + 7
-                while j < v.count, isASCIISpace(v[j]) { j += 1 }
-                if j < v.count, v[j] == 0x3A {
-                    j += 1
-                    while j < v.count, isASCIISpace(v[j]) { j += 1 }
-                    if j < v.count, v[j] == 0x7B { return true }
-                }
-            }
-            from = g + 1
-        }
-        return false
+        if from < ev.count { emit(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: ev[from...]))) }
     }
 
     // MARK: Per event
@@ -469,11 +579,15 @@ struct SSEFramer: Sendable {
         h.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             if scan.lineBegin < b.count {
-                classify(base, lo: scan.lineBegin, hi: b.count, evStart: 0)
+                // The last line has no line end; the scan may have stopped short of its end.
+                scan.lineHasUsage = Self.hasUsageObject(UnsafeBufferPointer(rebasing: b[scan.lineBegin...]))
+                scan.classify(base, lo: scan.lineBegin, hi: b.count, evStart: 0)
             }
             let action = decide(b)
             if scan.done, scan.dataLines == 1, case .pass = action {
-                emit(UnsafeRawBufferPointer(b))
+                // A lone `data: [DONE]` without its blank line: completed (key redacted one-shot,
+                // since the scan may not have reached the end).
+                KeyRedactor.redact(Array(b), secret: secret).withUnsafeBytes { emit($0) }
                 let end: [UInt8] = scan.lineBegin < b.count ? [0x0A, 0x0A] : [0x0A]
                 end.withUnsafeBytes { emit($0) }
             } else {
@@ -481,6 +595,26 @@ struct SSEFramer: Sendable {
             }
         }
         scan = SSEEventScan()
+    }
+
+    /// `"usage"` followed by optional spaces, `:`, optional spaces and `{`, anywhere in `v`.
+    static func hasUsageObject(_ v: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard v.count >= 8, let base = v.baseAddress else { return false }
+        var from = 4
+        while let g = firstIndex(of: 0x67, in: UnsafeRawPointer(base), from: from, count: v.count - 2) {
+            let s = g - 4
+            if v[s] == 0x22, v[s + 1] == 0x75, v[s + 2] == 0x73, v[s + 3] == 0x61, v[s + 5] == 0x65, v[s + 6] == 0x22 {
+                var j = s + 7
+                while j < v.count, isASCIISpace(v[j]) { j += 1 }
+                if j < v.count, v[j] == 0x3A {
+                    j += 1
+                    while j < v.count, isASCIISpace(v[j]) { j += 1 }
+                    if j < v.count, v[j] == 0x7B { return true }
+                }
+            }
+            from = g + 1
+        }
+        return false
     }
 }
 

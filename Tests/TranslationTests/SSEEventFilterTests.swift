@@ -278,6 +278,43 @@ func holdsKey(_ out: [UInt8], _ key: [UInt8]) -> Bool {
         #expect(runFilter([Array(exact[..<10]), Array(exact[10...])], key: Self.key, max: 256).out == exact)
     }
 
+    /// The key in clear is found by a rare byte of it, not its first: leftmost, non-overlapping
+    /// occurrences exactly as `KeyRedactor` finds them, for keys of every shape (anchor first,
+    /// last, repeated, overlapping prefixes) and every chunking.
+    @Test func keysInClearMatchTheByteRedactor() {
+        var rng = SplitMix(state: 77)
+        let alphabet = Array("aAbB1".utf8)
+        for round in 0..<3000 {
+            let key = (0..<Int.random(in: 1...5, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            var s: [UInt8] = []
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                s += Array("data: ".utf8)
+                s += (0..<Int.random(in: 0...14, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+                s += Bool.random(using: &rng) ? [0x0A, 0x0A] : [0x0A]
+            }
+            s += [0x0A]
+            let want = KeyRedactor.redact(s, secret: key)
+            var pieces: [[UInt8]] = []
+            var i = 0
+            while i < s.count {
+                let l = Int.random(in: 1...6, using: &rng)
+                pieces.append(Array(s[i..<min(s.count, i + l)]))
+                i += l
+            }
+            #expect(runFilter([s], key: key).out == want, "round \(round) key \(key)")
+            #expect(runFilter(pieces, key: key).out == want, "round \(round) key \(key) pieces")
+        }
+    }
+
+    @Test func theAnchorIsARareByteOfTheKey() {
+        func anchor(_ k: String) -> Int { Array(k.utf8).withUnsafeBufferPointer { SSEKeySearch.anchorIndex($0) } }
+        #expect(anchor("sk-5D7uABC") == 4)
+        #expect(anchor("sk-proj-abc") == 6)      // no upper case: j, the rarest letter in it
+        #expect(anchor("sk-123") == 1)
+        #expect(anchor("123") == 0)
+        #expect(anchor("----") == 0)
+    }
+
     @Test func finishDropsAnIncompleteEventButCompletesDONE() throws {
         for (tail, out, done) in [("data: {\"a\":", "", false),
                                   ("data: [DONE]", "data: [DONE]\n\n", true),
