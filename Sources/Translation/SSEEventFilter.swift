@@ -332,6 +332,15 @@ struct SSEFramer: Sendable {
         held = []
     }
 
+    /// The held event is over the limit: nothing of it goes out but a leading LF (the rest of
+    /// the previous event's CRLF, which goes out whenever it arrives alone).
+    mutating func failTooLarge(_ emit: (UnsafeRawBufferPointer) -> Void) {
+        if scan.bodyStart > 0, held.count >= scan.bodyStart {
+            held.withUnsafeBytes { emit(UnsafeRawBufferPointer(rebasing: $0[0..<scan.bodyStart])) }
+        }
+        fail(.eventTooLarge(limit: maxEventBytes))
+    }
+
     // MARK: Framing
 
     mutating func frame(_ piece: UnsafeRawBufferPointer, _ emit: (UnsafeRawBufferPointer) -> Void) {
@@ -357,10 +366,10 @@ struct SSEFramer: Sendable {
                 taken += n
                 step *= 2
                 end = held.withUnsafeBufferPointer { scan.scanEvent($0.baseAddress!, count: $0.count, evStart: 0, key: key) }
-                if end == nil, held.count > maxEventBytes { return fail(.eventTooLarge(limit: maxEventBytes)) }
+                if end == nil, held.count > maxEventBytes { return failTooLarge(emit) }
             }
             guard let e = end else { return }
-            if e > maxEventBytes { return fail(.eventTooLarge(limit: maxEventBytes)) }
+            if e > maxEventBytes { return failTooLarge(emit) }
             // Taken out of `held` (not copied) so that `decide` may change `self` meanwhile.
             var h: [UInt8] = []
             swap(&h, &held)
@@ -401,7 +410,8 @@ struct SSEFramer: Sendable {
             }
             guard let e = scan.scanEvent(base, count: count, evStart: evStart, key: key) else { break }
             if e - evStart > maxEventBytes {
-                if evStart > pending { emit(UnsafeRawBufferPointer(rebasing: piece[pending..<evStart])) }
+                let lead = evStart + scan.bodyStart
+                if lead > pending { emit(UnsafeRawBufferPointer(rebasing: piece[pending..<lead])) }
                 return fail(.eventTooLarge(limit: maxEventBytes))
             }
             if !scan.done && !scan.usageCandidate && !scan.dataEscape && scan.keyHits.isEmpty {
@@ -443,7 +453,7 @@ struct SSEFramer: Sendable {
         }
         if evStart < count {
             held.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[evStart..<count]))
-            if held.count > maxEventBytes { fail(.eventTooLarge(limit: maxEventBytes)) }
+            if held.count > maxEventBytes { failTooLarge(emit) }
         }
     }
 
@@ -591,6 +601,9 @@ struct SSEFramer: Sendable {
                 let end: [UInt8] = scan.lineBegin < b.count ? [0x0A, 0x0A] : [0x0A]
                 end.withUnsafeBytes { emit($0) }
             } else {
+                // Dropped; a leading LF (the rest of the previous event's CRLF) stays, as when
+                // it arrives on its own.
+                if scan.bodyStart > 0 { emit(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: b[0..<scan.bodyStart]))) }
                 droppedIncompleteEvent = true
             }
         }

@@ -332,6 +332,21 @@ func holdsKey(_ out: [UInt8], _ key: [UInt8]) -> Bool {
         #expect(r.out.isEmpty && r.filter.usage?.totalTokens == 3)
     }
 
+    /// Found by fuzzing: an incomplete last event after a CR-ended one kept its leading LF when
+    /// the LF came alone, and lost it when it came with the event.
+    @Test func theLeadingLFOfADroppedLastEventStaysWhateverTheChunking() {
+        let s = Array("data: a\r\r\ndata: {\"cut".utf8)
+        let want = Array("data: a\r\r\n".utf8)
+        #expect(runFilter([s], key: Self.key).out == want)
+        #expect(runFilter(s.map { [$0] }, key: Self.key).out == want)
+        // Likewise before an event over the limit (also found by fuzzing).
+        let big = Array(("data: a\r\r\ndata: " + String(repeating: "x", count: 400) + "\r\r").utf8)
+        for chunks in [[big], big.map { [$0] }, [Array(big[..<10]), Array(big[10..<13]), Array(big[13...])]] {
+            let r = runFilter(chunks, key: Self.key, max: 300)
+            #expect(r.out == want && r.error == .eventTooLarge(limit: 300))
+        }
+    }
+
     @Test func aTrailingLFOfCRLFIsNotHeld() throws {
         var f = SSEEventFilter(secret: Self.key)
         #expect(try f.process(Array("data: 1\r\n\r".utf8)) == Array("data: 1\r\n\r".utf8))
