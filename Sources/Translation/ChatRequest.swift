@@ -16,6 +16,8 @@ extension ChatRequestInfo {
     /// The top-level members Veil decides on: refused when given twice or spelled otherwise.
     public static let decisionMembers: Set<String> = ["model", "stream", "stream_options"]
     private static let readMembers: Set<String> = ["model", "stream", "stream_options"]
+    /// Folded once, not per request.
+    private static let decisionCheck = MemberNameCheck(reading: decisionMembers)
     private static let includeUsageMember: Set<String> = ["include_usage"]
     private static let streamOptionsMember: Set<String> = ["stream_options"]
 
@@ -25,7 +27,7 @@ extension ChatRequestInfo {
     /// and likewise for `include_usage` inside `stream_options`; `invalidJSON`/`unexpectedShape`
     /// unless the body is a JSON object.
     public static func read(_ body: [UInt8]) throws(TranslationError) -> ChatRequest {
-        let m = try JSONParser.unambiguousTopLevelMembers(body, wanted: readMembers, reading: decisionMembers)
+        let m = try JSONParser.unambiguousTopLevelMembers(body, wanted: readMembers, check: decisionCheck)
         var includeUsage = false
         if let options = m["stream_options"], case .object(let members) = options {
             if let name = ambiguousMember(in: members, reading: includeUsageMember) {
@@ -48,7 +50,7 @@ extension ChatRequestInfo {
     /// `stream_options` otherwise).
     public static func askingUpstreamForUsage(_ body: [UInt8]) throws(TranslationError) -> (callerAskedForUsage: Bool, body: [UInt8]) {
         let scan = try body.withUnsafeBufferPointer { (b) throws(TranslationError) in
-            try JSONParser.scanTopLevel(b, wanted: streamOptionsMember, names: MemberNameCheck(reading: decisionMembers), maxDepth: 64)
+            try JSONParser.scanTopLevel(b, wanted: streamOptionsMember, names: decisionCheck, ranges: true, maxDepth: 64)
         }
         if let name = scan.ambiguous { throw TranslationError.ambiguous(name) }
         guard let options = scan.members["stream_options"], let range = scan.valueRanges["stream_options"] else {
@@ -63,7 +65,7 @@ extension ChatRequestInfo {
                 throw TranslationError.ambiguous("stream_options." + name)
             }
             let inner = try body.withUnsafeBufferPointer { (b) throws(TranslationError) in
-                try JSONParser.scanTopLevel(UnsafeBufferPointer(rebasing: b[range]), wanted: includeUsageMember, names: nil, maxDepth: 63)
+                try JSONParser.scanTopLevel(UnsafeBufferPointer(rebasing: b[range]), wanted: includeUsageMember, names: nil, ranges: true, maxDepth: 63)
             }
             switch inner.members["include_usage"] {
             case .bool(true)?:

@@ -339,6 +339,13 @@ func holdsKey(_ out: [UInt8], _ key: [UInt8]) -> Bool {
         let want = Array("data: a\r\r\n".utf8)
         #expect(runFilter([s], key: Self.key).out == want)
         #expect(runFilter(s.map { [$0] }, key: Self.key).out == want)
+        // The limit counts an event from its first line, not from that LF (found by fuzzing:
+        // an event of exactly the limit failed when its LF came with it).
+        let atLimit = Array(("data: a\r\r\ndata: " + String(repeating: "x", count: 292) + "\r\r").utf8)
+        for chunks in [[atLimit], atLimit.map { [$0] }] {
+            let r = runFilter(chunks, key: Self.key, max: 300)
+            #expect(r.out == atLimit && r.error == nil)
+        }
         // Likewise before an event over the limit (also found by fuzzing).
         let big = Array(("data: a\r\r\ndata: " + String(repeating: "x", count: 400) + "\r\r").utf8)
         for chunks in [[big], big.map { [$0] }, [Array(big[..<10]), Array(big[10..<13]), Array(big[13...])]] {

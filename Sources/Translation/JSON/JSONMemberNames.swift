@@ -68,7 +68,7 @@ extension JSONParser {
     public static func ambiguousTopLevelMember(
         _ buf: UnsafeBufferPointer<UInt8>, reading: Set<String> = [], maxDepth: Int = 64
     ) throws(TranslationError) -> String? {
-        try scanTopLevel(buf, wanted: [], names: MemberNameCheck(reading: reading), maxDepth: maxDepth).ambiguous
+        try scanTopLevel(buf, wanted: [], names: MemberNameCheck(reading: reading), ranges: false, maxDepth: maxDepth).ambiguous
     }
 
     public static func ambiguousTopLevelMember(
@@ -84,8 +84,14 @@ extension JSONParser {
     public static func unambiguousTopLevelMembers(
         _ bytes: [UInt8], wanted: Set<String>, reading: Set<String>, maxDepth: Int = 64
     ) throws(TranslationError) -> [String: JSONValue] {
+        try unambiguousTopLevelMembers(bytes, wanted: wanted, check: MemberNameCheck(reading: reading), maxDepth: maxDepth)
+    }
+
+    static func unambiguousTopLevelMembers(
+        _ bytes: [UInt8], wanted: Set<String>, check: MemberNameCheck, maxDepth: Int = 64
+    ) throws(TranslationError) -> [String: JSONValue] {
         try bytes.withUnsafeBufferPointer { (b) throws(TranslationError) in
-            let scan = try scanTopLevel(b, wanted: wanted, names: MemberNameCheck(reading: reading), maxDepth: maxDepth)
+            let scan = try scanTopLevel(b, wanted: wanted, names: check, ranges: false, maxDepth: maxDepth)
             if let name = scan.ambiguous { throw TranslationError.ambiguous(name) }
             return scan.members
         }

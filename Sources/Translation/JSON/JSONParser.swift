@@ -25,14 +25,14 @@ public struct JSONParser {
     public static func topLevelMembers(
         _ buf: UnsafeBufferPointer<UInt8>, wanted: Set<String>, maxDepth: Int = 64
     ) throws(TranslationError) -> [String: JSONValue] {
-        try scanTopLevel(buf, wanted: wanted, names: nil, maxDepth: maxDepth).members
+        try scanTopLevel(buf, wanted: wanted, names: nil, ranges: false, maxDepth: maxDepth).members
     }
 
     /// What one pass over a top-level object found.
     struct TopLevelScan {
         /// The `wanted` members (last occurrence wins).
         var members: [String: JSONValue] = [:]
-        /// Byte ranges of the `wanted` members' values (last occurrence).
+        /// Byte ranges of the `wanted` members' values (last occurrence), when asked for.
         var valueRanges: [String: Range<Int>] = [:]
         /// The first ambiguous member name, when `names` was given.
         var ambiguous: String?
@@ -43,7 +43,7 @@ public struct JSONParser {
     /// The one top-level scanner: validates the whole document, materialises `wanted`, and, when
     /// `names` is given, checks every member name against it (see `MemberNameCheck`).
     static func scanTopLevel(
-        _ buf: UnsafeBufferPointer<UInt8>, wanted: Set<String>, names: MemberNameCheck?, maxDepth: Int
+        _ buf: UnsafeBufferPointer<UInt8>, wanted: Set<String>, names: MemberNameCheck?, ranges: Bool, maxDepth: Int
     ) throws(TranslationError) -> TopLevelScan {
         var p = JSONParser(buf, maxDepth: maxDepth)
         var out = TopLevelScan()
@@ -74,7 +74,7 @@ public struct JSONParser {
                 let valueStart = p.i
                 if let key {
                     out.members[key] = try p.parseValue(depth: 1)
-                    out.valueRanges[key] = valueStart..<p.i
+                    if ranges { out.valueRanges[key] = valueStart..<p.i }
                 } else {
                     try p.skipValue(depth: 1)
                 }
