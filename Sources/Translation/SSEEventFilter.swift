@@ -39,9 +39,9 @@
 ///
 /// Cost for an event without the key: one eight-bytes-a-step pass that stops at line ends,
 /// backslashes, a rare byte of the key (`SSEKeySearch`) and `g` (the anchor of `"usage"`), where
-/// `KeyRedactor` + `SSEUsageScanner` made three passes. Measured (`bench/sse-filter`, callgrind):
-/// 1,619 instructions per 236-byte chunk against 1,857; 1,798 against 11,884 when every chunk
-/// carries `"usage":null`. Allocation only for events split across chunks (the held copy) and
+/// `KeyRedactor` + `SSEUsageScanner` made three passes. Measured (`bench/sse-filter`, callgrind,
+/// against the code before this filter): 1,627 instructions per 236-byte chunk against 1,850;
+/// 1,805 against 10,069 when every chunk carries `"usage":null`. Allocation only for events split across chunks (the held copy) and
 /// events that hold the key.
 public struct SSEEventFilter: Sendable {
     public static let defaultMaxEventBytes = 1 << 20

@@ -62,6 +62,7 @@ func now() -> UInt64 {
     return out
 }
 
+#if HAS_SSE_EVENT_FILTER
 @inline(never) func runNew(_ s: [UInt8], piece: Int) -> Int {
     var f = SSEEventFilter(secret: key)
     var out = 0
@@ -77,6 +78,9 @@ func now() -> UInt64 {
     precondition(f.sawDone && f.usage?.totalTokens == 7 && f.redactedEvents == 0)
     return out
 }
+#else
+func runNew(_ s: [UInt8], piece: Int) -> Int { fatalError("built from a tree without SSEEventFilter") }
+#endif
 
 let args = CommandLine.arguments
 let mode = args.count > 1 ? args[1] : "new"
