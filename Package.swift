@@ -22,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // zlib (already linked by libcurl): inflate for answers an upstream compressed anyway.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Sans-I/O HTTP/1.1: request parser, the connection state machine, response serialiser.
         // No sockets, no Foundation.
@@ -37,6 +39,8 @@ let package = Package(
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
         .target(name: "Translation"),
+        // Streaming gzip/deflate decoding with bomb limits, so redaction sees decoded bytes.
+        .target(name: "Inflate", dependencies: ["CZlib"]),
         // The gateway: the route table, admission (auth, limits), the upstream engine and the
         // endpoints' hooks, videos and characters, operations (metrics, readiness, logs), config.
         .target(name: "Gateway", dependencies: [
@@ -63,6 +67,7 @@ let package = Package(
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
+        .testTarget(name: "InflateTests", dependencies: ["Inflate"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
