@@ -45,7 +45,7 @@ let package = Package(
         // endpoints' hooks, videos and characters, operations (metrics, readiness, logs), config.
         .target(name: "Gateway", dependencies: [
             "HTTPServer", "HTTPWire", "Reactor", "Upstream", "Store",
-            "CCrypto", "Translation",
+            "CCrypto", "Translation", "Inflate",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -70,6 +70,6 @@ let package = Package(
         .testTarget(name: "InflateTests", dependencies: ["Inflate"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate"]),
     ]
 )

@@ -493,7 +493,8 @@ struct SSEFramer: Sendable {
     mutating func decide(_ ev: UnsafeBufferPointer<UInt8>, data: UnsafeBufferPointer<UInt8>) -> Action {
         if scan.usageCandidate,
            let m = try? JSONParser.topLevelMembers(data, wanted: Self.usageAndChoices),
-           let u = m["usage"].flatMap(Usage.init) {
+           // Chat chunks carry `usage` at the top; the Responses API in `response.completed`.
+           let u = m["usage"].flatMap(Usage.init) ?? m["response"]?["usage"].flatMap(Usage.init) {
             usage = u
             if dropUsageChunk, case .array(let choices)? = m["choices"], choices.isEmpty {
                 droppedUsageChunks += 1
@@ -510,7 +511,7 @@ struct SSEFramer: Sendable {
         return .pass
     }
 
-    static let usageAndChoices: Set<String> = ["usage", "choices"]
+    static let usageAndChoices: Set<String> = ["usage", "choices", "response"]
 
     /// Calls `body` with each line's range (line end excluded) of an event, from `from` up to
     /// its blank line.

@@ -52,10 +52,19 @@ struct PassthroughHooks: UpstreamHooks {
     private var status = 0
     private var headers: [(name: String, value: String)] = []
     private var eventStream = false
-    private var scanner = SSEUsageScanner()
+    /// The Responses API's stream: the key redacted (also escaped inside an event), usage read.
+    private var events: SSEEventFilter
+    private var filterFailed = false
     private(set) var usage: Usage?
 
-    init(request: UpstreamRequest, key: [UInt8]) { self.request = request; self.key = key }
+    /// The members Veil decides on in a pass-through JSON body.
+    static let decisionMembers: Set<String> = ["model", "stream"]
+
+    init(request: UpstreamRequest, key: [UInt8]) {
+        self.request = request
+        self.key = key
+        events = SSEEventFilter(secret: key)
+    }
 
     /// The model and the stream flag of a pass-through body: JSON (most endpoints) or
     /// multipart/form-data (transcriptions: the `model` and `stream` fields). Pure.
@@ -70,17 +79,20 @@ struct PassthroughHooks: UpstreamHooks {
                 return .failure(APIError(400, "The multipart body is malformed: \(error.message)", code: "invalid_multipart"))
             }
             let named = { (n: String) in parts.filter { $0.name == n && $0.filename == nil } }
-            if named("model").count > 1 { return .failure(APIError(400, "`model` is given twice.", param: "model", code: "ambiguous_member")) }
+            if let field = Multipart.repeatedField(in: parts, among: decisionMembers) {
+                return .failure(APIError(400, "The form field `\(field)` is given more than once.", param: field, code: "ambiguous_member"))
+            }
             let stream = named("stream").first.map { $0.text.lowercased() == "true" } ?? false
             return .success((named("model").first?.text, stream))
         }
         guard ct.isEmpty || ct.hasPrefix("application/json") else {
             return .failure(APIError(415, "Send application/json (or multipart/form-data where the endpoint takes files).", code: "unsupported_media_type"))
         }
-        do {
-            let info = try ChatRequestInfo.parse(body)
-            return .success((info.model, info.stream))
+        do throws(TranslationError) {
+            let m = try JSONParser.unambiguousTopLevelMembers(body, wanted: decisionMembers, reading: decisionMembers)
+            return .success((m["model"]?.stringValue, m["stream"]?.boolValue ?? false))
         } catch {
+            if error.kind == .ambiguousMember { return .failure(ChatHooks.refusal(error)) }
             return .failure(APIError(400, "The request body must be a JSON object.", code: "invalid_json"))
         }
     }
@@ -103,15 +115,27 @@ struct PassthroughHooks: UpstreamHooks {
         return .stream(status: head.status, headers: h)
     }
 
-    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) {
-        if eventStream { scanner.feed(bytes) }
-        emit(bytes)
+    /// Event streams redact through their filter; other bodies (audio) through the engine's.
+    var redactsStream: Bool { eventStream }
+
+    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        guard eventStream else { emit(bytes); return true }
+        do throws(SSEFilterError) { try events.process(bytes, emit: emit) } catch {
+            filterFailed = true
+            return false
+        }
+        return true
+    }
+
+    mutating func flush(emit: (UnsafeRawBufferPointer) -> Void) {
+        if eventStream && !filterFailed { try? events.finish(emit: emit) }
     }
 
     mutating func streamEnded(_ error: UpstreamError?) -> StreamEnding {
-        if eventStream {
-            scanner.finish()
-            usage = scanner.usage
+        if eventStream { usage = events.usage }
+        if filterFailed {
+            let e = APIError(502, "The upstream sent a stream event larger than Veil accepts.", code: "upstream_event_too_large")
+            return .endWith(ChatHooks.errorEvent(e), code: e.code!)
         }
         guard let error else { return .end }
         if error == .cancelled || !eventStream { return .abort(reason: error == .cancelled ? "client_closed" : "upstream_cut") }
@@ -130,5 +154,17 @@ struct PassthroughHooks: UpstreamHooks {
         }
         usage = v["usage"].flatMap(Usage.init)
         return .json(status: status, body: answer.body, headers: HeaderPolicy.callerHeaders(from: headers))
+    }
+}
+
+extension Multipart {
+    /// The first of `fields` that appears more than once among a form's text fields (which one
+    /// counts would be up to each reader), or nil.
+    static func repeatedField(in parts: [MultipartPart], among fields: Set<String>) -> String? {
+        var seen = Set<String>()
+        for p in parts where fields.contains(p.name) {
+            if !seen.insert(p.name).inserted { return p.name }
+        }
+        return nil
     }
 }

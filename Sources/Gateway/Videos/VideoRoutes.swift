@@ -32,8 +32,8 @@ enum VideoRoutes {
         x.model = spec.model
         if cfg.log.prompts { x.prompt = spec.prompt }
         // One store call: @name isolation (a character another team made can't be used in this
-        // team's prompt; loose scan, see `characterNameCandidates`) and the daily count.
-        let candidates = characterNameCandidates(in: spec.prompt)
+        // team's prompt; loose and normalised, see `mentionCandidates`) and the daily count.
+        let candidates = mentionCandidates(in: spec.prompt)
         let teamName = team.name
         let countToday = team.videosPerDay != nil
         let since = Int(time(nil)) - 86_400
