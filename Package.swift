@@ -31,6 +31,9 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
+        // Veil's own upstream client (HTTP/1.1 on the reactor, pooled keep-alive, DNS off the loop),
+        // implementing Upstream's protocol-neutral seam.
+        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem"]),
         // Embedded store (SQLite, WAL) behind small protocols.
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
@@ -62,6 +65,7 @@ let package = Package(
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
+        .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
     ]
 )
