@@ -20,6 +20,8 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev", "libnghttp2-dev"])]),
         // OpenSSL's libcrypto (already linked by libcurl): SHA-256 and constant-time comparison.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // OpenSSL's libssl for the upstream client's TLS, with typed wrappers around its macros.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
 
@@ -31,9 +33,9 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
-        // Veil's own upstream client (HTTP/1.1 on the reactor, pooled keep-alive, DNS off the loop),
-        // implementing Upstream's protocol-neutral seam.
-        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem"]),
+        // Veil's own upstream client (HTTP/1.1 over TCP or TLS on the reactor, pooled keep-alive,
+        // DNS off the loop), implementing Upstream's protocol-neutral seam.
+        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL"]),
         // Embedded store (SQLite, WAL) behind small protocols.
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).

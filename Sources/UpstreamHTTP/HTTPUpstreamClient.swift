@@ -29,6 +29,8 @@ public struct HTTPUpstreamSettings: Sendable {
     public var maxOrigins: Int = 64
     /// Reads per readiness event before other connections get their turn.
     public var maxReadsPerEvent: Int = 4
+    /// TLS for `https://` origins: verification (on by default), extra CA file, ALPN, buffers.
+    public var tls = TLSConfiguration()
     /// Limits applied to every upstream response head and chunked body.
     public var responseLimits = HTTPResponseLimits()
     public init() {}
@@ -71,7 +73,27 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
     /// Wire forms of shared header blocks, serialised once per block (held: identity is the key).
     private var sharedBlocks: [(block: UpstreamHeaderBlock, bytes: [UInt8])] = []
 
+    /// The TLS context (shared by every loop with the same settings), made on first https use.
+    private var tlsContextResult: Result<TLSContext, TLSContext.TLSSetupError>?
+    func tlsContext() -> Result<TLSContext, TLSContext.TLSSetupError> {
+        if let r = tlsContextResult { return r }
+        let r = TLSContext.shared(settings.tls)
+        tlsContextResult = r
+        return r
+    }
+    /// Where a TLS request head and a small body are joined into one record.
+    let tlsScratch: UnsafeMutableRawBufferPointer
+
+    /// Checks what can fail in the TLS settings (the CA file), for start-up: a bad file is then
+    /// an error at start rather than a failed request later.
+    public static func validate(_ settings: HTTPUpstreamSettings) -> String? {
+        if case .failure(let e) = TLSContext.shared(settings.tls) { return e.message }
+        return nil
+    }
+
     // Counters (tests, metrics).
+    public private(set) var tlsHandshakes = 0
+    public private(set) var tlsResumptions = 0
     public private(set) var connectionsOpened = 0
     public private(set) var retries = 0
     public private(set) var openConnections = 0
@@ -82,6 +104,7 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         self.settings = settings
         signal(SIGPIPE, SIG_IGN)   // TLS writes go through write(2); Veil ignores SIGPIPE anyway
         readBuffer = .allocate(byteCount: 512 * 1024 + 64 * 1024, alignment: 16)
+        tlsScratch = .allocate(byteCount: 16 * 1024, alignment: 16)
     }
 
     deinit {
@@ -92,6 +115,7 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         active.removeAll()
         for p in origins.values { for c in p.idle { c.closeNow() } }
         readBuffer.deallocate()
+        tlsScratch.deallocate()
     }
 
     // MARK: starting
@@ -237,6 +261,10 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
     func connectionOpened() { connectionsOpened += 1; openConnections += 1 }
     func connectionClosed(_ c: UpstreamConnection) { openConnections -= 1 }
     func noteRetry() { retries += 1 }
+    func noteHandshake(resumed: Bool) {
+        tlsHandshakes += 1
+        if resumed { tlsResumptions += 1 }
+    }
 
     // MARK: next-iteration work
 
@@ -292,7 +320,7 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
 }
 
 /// Everything kept per origin (scheme, host, port): idle connections, the DNS answer, the
-/// transfers waiting for it. (TLS sessions join it in the TLS layer.)
+/// transfers waiting for it, the TLS session to resume.
 final class OriginPool {
     let key: String
     let url: UpstreamURL
@@ -305,6 +333,8 @@ final class OriginPool {
     var waiters: [HTTPUpstreamTransfer] = []
     /// The host is an IP literal: its one address, no DNS.
     let literal: SocketAddress?
+    /// The newest TLS session for this origin (offered by its next new connection).
+    let sessions = TLSSessionStore()
     /// In the client's table (false once forgotten, see `HTTPUpstreamClient.maxOrigins`).
     var registered = true
 

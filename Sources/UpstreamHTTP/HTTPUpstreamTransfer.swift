@@ -97,7 +97,6 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             return finish(.refused("scheme \(url.scheme.rawValue) not allowed"))
         }
         guard Self.isTokenMethod(request.method) else { return finish(.refused("invalid method")) }
-        if url.isTLS { return finish(.refused("https is not supported by this build")) }
         origin = pool
         parts = url
         acquire()
@@ -229,9 +228,50 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     }
 
     private func connected(_ c: UpstreamConnection) {
+        guard let origin else { return }
+        if origin.url.isTLS {
+            let ctx: TLSContext
+            switch client.tlsContext() {
+            case .success(let made): ctx = made
+            case .failure(let e):
+                conn = nil
+                c.closeNow()
+                return finish(.connect("TLS setup: \(e.message)"))
+            }
+            guard let tls = TLSStream(context: ctx, fd: c.fd, host: origin.url.host, hostIsIP: origin.literal != nil,
+                                      sessions: origin.sessions, scratch: client.tlsScratch) else {
+                conn = nil
+                c.closeNow()
+                return finish(.connect("TLS: cannot create a connection: \(TLSStream.drainErrors())"))
+            }
+            c.tls = tls
+            c.state = .handshaking
+            handshakeStep(c)
+            return
+        }
         c.state = .active
         bind(c)
         startExchange()
+    }
+
+    /// One step of the TLS handshake (non-blocking; the connect deadline bounds it).
+    private func handshakeStep(_ c: UpstreamConnection) {
+        guard let tls = c.tls else { return }
+        switch tls.handshake() {
+        case .done:
+            client.noteHandshake(resumed: tls.resumed)
+            c.state = .active
+            bind(c)
+            startExchange()
+        case .wantRead:
+            c.setInterest([.readable])
+        case .wantWrite:
+            c.setInterest([.writable])
+        case .failed(let why):
+            conn = nil
+            c.closeNow()
+            finish(.connect("TLS handshake with \(origin?.url.host ?? "?"): \(why)"))
+        }
     }
 
     private func bind(_ c: UpstreamConnection) {
@@ -288,7 +328,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     private func updateInterest(_ c: UpstreamConnection) {
         var ev: IOEvents = []
         if !paused { ev.insert(.readable) }
-        if !requestDone { ev.insert(.writable) }
+        if !requestDone || (c.readWantsWrite && !paused) { ev.insert(.writable) }
         c.setInterest(ev)
     }
 
@@ -297,16 +337,20 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         guard !isFinished, c === conn else { return }
         switch phase {
         case .connecting:
-            connectFinished(c)
+            if c.state == .handshaking { handshakeStep(c) } else { connectFinished(c) }
         case .exchanging:
             if !requestDone && (events.contains(.writable) || events.rawValue & IOEvents.hangup.rawValue != 0) {
                 writeRequest(c)
                 if isFinished { return }
                 if requestDone { updateInterest(c) }
             }
-            if !paused && (events.contains(.readable) || events.rawValue & IOEvents.hangup.rawValue != 0) {
-                readResponse(c)
+            var readNow = events.contains(.readable) || events.rawValue & IOEvents.hangup.rawValue != 0
+            if c.readWantsWrite && events.contains(.writable) {
+                c.readWantsWrite = false
+                updateInterest(c)
+                readNow = true
             }
+            if !paused && readNow { readResponse(c) }
         default:
             break
         }
@@ -328,7 +372,11 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 touch()
                 c.carry.removeAll(keepingCapacity: true)
                 process(c, UnsafeRawBufferPointer(rebasing: buffer[0..<(k + n)]))
-            case .wouldBlock:
+            case .wouldBlock(let wantsWrite):
+                if wantsWrite {
+                    c.readWantsWrite = true
+                    updateInterest(c)
+                }
                 return
             case .eof:
                 return endOfStream(c)

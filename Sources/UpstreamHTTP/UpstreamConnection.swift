@@ -47,6 +47,10 @@ final class UpstreamConnection: IOHandler {
     /// Response bytes the parser has not consumed yet (a partial head or chunk line, or bytes
     /// held back while the transfer is paused).
     var carry: [UInt8] = []
+    /// TLS over the socket (nil: plain TCP).
+    var tls: TLSStream?
+    /// TLS asked to write before it can read again (a renegotiation or key update).
+    var readWantsWrite = false
 
     init(fd: Int32, client: HTTPUpstreamClient, origin: OriginPool, peer: String, poolable: Bool) {
         self.fd = fd
@@ -106,6 +110,7 @@ final class UpstreamConnection: IOHandler {
     }
 
     func read(into buf: UnsafeMutableRawBufferPointer) -> ReadResult {
+        if let tls { return tls.read(into: buf) }
         while true {
             let n = Glibc.read(fd, buf.baseAddress, buf.count)
             if n > 0 { return .data(n) }
@@ -119,6 +124,7 @@ final class UpstreamConnection: IOHandler {
 
     /// Writes `a` then `b` with one `sendmsg` (plain) or as TLS records (TLS).
     func write(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> WriteResult {
+        if let tls { return tls.write(a, b) }
         return withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { iov -> WriteResult in
             var count = 0
             if a.count > 0 { iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count); count += 1 }
@@ -140,11 +146,19 @@ final class UpstreamConnection: IOHandler {
     }
 
     /// Unparsed bytes still buffered above the socket (TLS records already read and decrypted).
-    var hasBufferedInput: Bool { false }
+    var hasBufferedInput: Bool { tls?.hasBufferedInput ?? false }
 
     /// An idle connection became readable. True when it may stay in the pool (a spurious
     /// wake-up); false when the upstream closed it or sent bytes no request asked for.
     func idleReadKeepsConnection() -> Bool {
+        if let tls {
+            // A TLS record that carries no data (a session ticket) is fine; data or a close is not.
+            var byte: UInt8 = 0
+            return withUnsafeMutableBytes(of: &byte) { b in
+                if case .wouldBlock = tls.read(into: b) { return !tls.hasBufferedInput }
+                return false
+            }
+        }
         var byte: UInt8 = 0
         let n = recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
         if n < 0 {
@@ -162,6 +176,8 @@ final class UpstreamConnection: IOHandler {
         state = .closed
         owner = nil
         if registered { client.loop.forgetClosing(fd); registered = false }
+        tls?.shutdownQuietly()
+        tls = nil
         Glibc.close(fd)
         client.connectionClosed(self)
     }
