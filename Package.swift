@@ -22,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // OpenSSL's libssl for the upstream client's TLS, with typed wrappers around its macros.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
+        // nghttp2's sans-I/O HTTP/2 session for the upstream client (`mem_recv` / `mem_send` over its TLS).
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
 
@@ -33,9 +35,9 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
-        // Veil's own upstream client (HTTP/1.1 over TCP or TLS on the reactor, pooled keep-alive,
-        // DNS off the loop), implementing Upstream's protocol-neutral seam.
-        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL"]),
+        // Veil's own upstream client (HTTP/1.1 over TCP or TLS, HTTP/2 by ALPN, on the reactor;
+        // pooled keep-alive, DNS off the loop), implementing Upstream's protocol-neutral seam.
+        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL", "CNGHTTP2"]),
         // Embedded store (SQLite, WAL) behind small protocols.
         .target(name: "Store", dependencies: ["CSQLite"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
@@ -61,6 +63,9 @@ let package = Package(
             .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
                          .when(platforms: [.linux], configuration: .release)),
         ]),
+        // Benchmark driver: one upstream client (libcurl's or Veil's own) against bench/upstream.c.
+        .executableTarget(name: "upstream-bench", dependencies: ["Reactor", "Upstream", "UpstreamHTTP"],
+                          path: "bench/UpstreamBench"),
 
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),

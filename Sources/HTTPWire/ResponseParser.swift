@@ -237,7 +237,7 @@ public struct HTTPResponseParser: Sendable {
             // The status line is short (≤ maxStatusLineBytes): rescanned until complete.
             spans.removeAll(keepingCapacity: true)
             guard let p = try lineEnd(b, from: base, origin: base, budget: limits.maxStatusLineBytes, crlfCounts: false,
-                                      tooLong: HTTPError(502, "status line too long"), what: "status line") else { return nil }
+                                      tooLong: "status line too long", what: "status line") else { return nil }
             try parseStatusLine(b, base, p)
             scanPos = p + 2 - base
             stage = .fields
@@ -257,7 +257,7 @@ public struct HTTPResponseParser: Sendable {
             if first == lf { throw HTTPError(502, "bare LF in response header section") }
             if first == sp || first == htab { throw HTTPError(502, "obsolete line folding in response") }
             guard let p = try lineEnd(b, from: ls, origin: headerStart, budget: maxBytes, crlfCounts: true,
-                                      tooLong: HTTPError(502, "response header section too large"),
+                                      tooLong: "response header section too large",
                                       what: "response header section") else { return nil }
             if status >= 200 && spans.count >= limits.maxHeaderCount { throw HTTPError(502, "too many response header fields") }
             try parseFieldLine(b, ls, p, base: base)
@@ -419,7 +419,7 @@ public struct HTTPResponseParser: Sendable {
     /// Finds the CRLF ending the line that starts at `s`; see `HTTPRequestParser.lineEnd`.
     @inline(__always)
     private func lineEnd(_ b: UnsafeRawBufferPointer, from s: Int, origin: Int, budget: Int, crlfCounts: Bool,
-                         tooLong: HTTPError, what: StaticString) throws -> Int? {
+                         tooLong: StaticString, what: StaticString) throws -> Int? {
         let n = b.count
         let scanEnd = min(n, origin + budget + 1)
         var p = s
@@ -429,11 +429,11 @@ public struct HTTPResponseParser: Sendable {
             p += 1
         }
         if p >= scanEnd {
-            if p - origin > budget { throw tooLong }
+            if p - origin > budget { throw HTTPError(502, "\(tooLong)") }
             return nil
         }
         if b[p] == lf { throw HTTPError(502, "bare LF in \(what)") }
-        if p + (crlfCounts ? 2 : 0) - origin > budget { throw tooLong }
+        if p + (crlfCounts ? 2 : 0) - origin > budget { throw HTTPError(502, "\(tooLong)") }
         if p + 1 == n { return nil }
         if b[p + 1] != lf { throw HTTPError(502, "bare CR in \(what)") }
         return p
@@ -443,7 +443,7 @@ public struct HTTPResponseParser: Sendable {
 
     private mutating func parseChunkLine(_ b: UnsafeRawBufferPointer, from s: Int) throws -> Int? {
         guard let e = try lineEnd(b, from: s, origin: s, budget: limits.maxChunkLineBytes, crlfCounts: false,
-                                  tooLong: HTTPError(502, "chunk size line too long"), what: "chunk size line") else { return nil }
+                                  tooLong: "chunk size line too long", what: "chunk size line") else { return nil }
         var q = s
         var size = 0
         while q < e, let d = hexValue(b[q]) {
@@ -515,7 +515,7 @@ public struct HTTPResponseParser: Sendable {
         if first == lf { throw HTTPError(502, "bare LF in trailer section") }
         if first == sp || first == htab { throw HTTPError(502, "obsolete line folding in trailer") }
         guard let p = try lineEnd(b, from: s, origin: s, budget: limits.maxTrailerBytes - trailerBytes, crlfCounts: true,
-                                  tooLong: HTTPError(502, "trailer section too large"), what: "trailer section") else { return nil }
+                                  tooLong: "trailer section too large", what: "trailer section") else { return nil }
         var q = s
         while q < p, isTchar(b[q]) { q += 1 }
         if q == s || q == p || b[q] != colon { throw HTTPError(502, "invalid trailer field") }

@@ -29,8 +29,18 @@ public struct HTTPUpstreamSettings: Sendable {
     public var maxOrigins: Int = 64
     /// Reads per readiness event before other connections get their turn.
     public var maxReadsPerEvent: Int = 4
-    /// TLS for `https://` origins: verification (on by default), extra CA file, ALPN, buffers.
+    /// TLS for `https://` origins: verification (on by default), extra CA file, buffers. Its
+    /// ALPN list is set from `http2`.
     public var tls = TLSConfiguration()
+    /// HTTP/2 to `https://` origins when the upstream chooses it by ALPN (`upstream.http2`).
+    public var http2: HTTP2Mode = .auto
+    /// HTTP/2 connections per origin: a new one is opened when every one is at the upstream's
+    /// stream limit, up to this many; past it, streams wait inside nghttp2 for a free slot.
+    public var maxHTTP2ConnectionsPerOrigin: Int = 4
+    /// Receive window of each HTTP/2 stream: what a paused transfer may hold at most.
+    public var http2StreamWindowBytes: Int = 256 * 1024
+    /// Receive window of each HTTP/2 connection (all its streams together).
+    public var http2ConnectionWindowBytes: Int = 16 * 1024 * 1024
     /// Limits applied to every upstream response head and chunked body.
     public var responseLimits = HTTPResponseLimits()
     public init() {}
@@ -61,6 +71,10 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
 
     /// Transfers with work for the next loop iteration (a resume, a finish deferred out of `start`).
     private var tickQueue: [HTTPUpstreamTransfer] = []
+    /// HTTP/2 connections with input left inside TLS after their read budget.
+    private var h2ReadQueue: [H2Connection] = []
+    /// Where HTTP/2 request header lists are built (reused).
+    var h2Headers = H2HeaderBlock()
     private var tickTimer: LoopTimer?
     private var sweepTimer: LoopTimer?
     private var sweepDue: UInt64 = 0
@@ -87,7 +101,9 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
     /// Checks what can fail in the TLS settings (the CA file), for start-up: a bad file is then
     /// an error at start rather than a failed request later.
     public static func validate(_ settings: HTTPUpstreamSettings) -> String? {
-        if case .failure(let e) = TLSContext.shared(settings.tls) { return e.message }
+        var tls = settings.tls
+        tls.alpn = settings.http2 == .auto ? ["h2", "http/1.1"] : ["http/1.1"]
+        if case .failure(let e) = TLSContext.shared(tls) { return e.message }
         return nil
     }
 
@@ -101,6 +117,8 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
 
     public init(loop: EventLoop, settings: HTTPUpstreamSettings = HTTPUpstreamSettings()) {
         self.loop = loop
+        var settings = settings
+        settings.tls.alpn = settings.http2 == .auto ? ["h2", "http/1.1"] : ["http/1.1"]
         self.settings = settings
         signal(SIGPIPE, SIG_IGN)   // TLS writes go through write(2); Veil ignores SIGPIPE anyway
         readBuffer = .allocate(byteCount: 512 * 1024 + 64 * 1024, alignment: 16)
@@ -113,7 +131,10 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         for t in active { t.clientGoing() }
         for t in tickQueue { t.clientGoing() }
         active.removeAll()
-        for p in origins.values { for c in p.idle { c.closeNow() } }
+        for p in origins.values {
+            for c in p.idle { c.closeNow() }
+            for h in p.h2 { h.close(nil) }
+        }
         readBuffer.deallocate()
         tlsScratch.deallocate()
     }
@@ -143,18 +164,23 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         t.activeIndex = -1
     }
 
-    /// The pool of `url`'s origin and the parsed URL, or nil for a URL that can't be sent.
-    func origin(for url: String) -> (OriginPool, UpstreamURL)? {
+    /// The pool of `url`'s origin and the range of its bytes that is the request target, or nil
+    /// for a URL that can't be sent. The last few origins are found by their URL prefix alone
+    /// (no parsing, no hashing, no String made per request).
+    func origin(for url: String) -> (pool: OriginPool, target: Range<Int>)? {
         var u = url
-        return u.withUTF8 { b -> (OriginPool, UpstreamURL)? in
-            guard let parts = UpstreamURL.parse(bytes: b) else { return nil }
-            let prefix = UnsafeBufferPointer(rebasing: b[0..<parts.originLength])
-            for (i, entry) in recentOrigins.enumerated() where entry.prefix.count == prefix.count {
-                if entry.prefix.withUnsafeBufferPointer({ $0.elementsEqual(prefix) }) {
+        return u.withUTF8 { b -> (pool: OriginPool, target: Range<Int>)? in
+            guard let originEnd = UpstreamURL.originLength(b) else { return nil }
+            let prefix = UnsafeBufferPointer(rebasing: b[0..<originEnd])
+            for i in recentOrigins.indices where recentOrigins[i].prefix.count == originEnd {
+                if recentOrigins[i].prefix.withUnsafeBufferPointer({ memcmp($0.baseAddress!, prefix.baseAddress!, originEnd) == 0 }) {
+                    guard let end = UpstreamURL.targetEnd(b, from: originEnd) else { return nil }
+                    let pool = recentOrigins[i].pool
                     if i > 0 { recentOrigins.swapAt(i, i - 1) }
-                    return (entry.pool, parts)
+                    return (pool, originEnd..<end)
                 }
             }
+            guard let parts = UpstreamURL.parse(bytes: b) else { return nil }
             let key = parts.originKey
             let pool: OriginPool
             if let p = origins[key] {
@@ -166,12 +192,12 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
             }
             if recentOrigins.count >= 8 { recentOrigins.removeLast() }
             recentOrigins.insert((Array(prefix), pool), at: 0)
-            return (pool, parts)
+            return (pool, parts.originLength..<parts.targetEnd)
         }
     }
 
     private func forgetUnusedOrigins() {
-        for (k, p) in origins where p.idle.isEmpty && p.waiters.isEmpty && !p.resolving {
+        for (k, p) in origins where p.idle.isEmpty && p.waiters.isEmpty && !p.resolving && p.h2.isEmpty && p.h2Waiters.isEmpty {
             origins[k] = nil
             p.registered = false
         }
@@ -259,7 +285,16 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
     }
 
     func connectionOpened() { connectionsOpened += 1; openConnections += 1 }
-    func connectionClosed(_ c: UpstreamConnection) { openConnections -= 1 }
+    func connectionClosed(_ c: UpstreamConnection) {
+        openConnections -= 1
+        if c.origin.h2Probe === c || (c.origin.h2Probe == nil && !c.origin.h2Waiters.isEmpty) {
+            c.origin.h2Probe = nil
+            releaseH2Waiters(c.origin)
+        }
+    }
+
+    /// HTTP/2 connections open now (tests).
+    public var http2Connections: Int { origins.values.reduce(0) { $0 + $1.h2.count } }
     func noteRetry() { retries += 1 }
     func noteHandshake(resumed: Bool) {
         tlsHandshakes += 1
@@ -273,21 +308,66 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         if tickTimer == nil { tickTimer = loop.schedule(afterMillis: 0, target: self) }
     }
 
+    func enqueueH2Read(_ h: H2Connection) {
+        h2ReadQueue.append(h)
+        if tickTimer == nil { tickTimer = loop.schedule(afterMillis: 0, target: self) }
+    }
+
+    // MARK: HTTP/2
+
+    /// The HTTP/2 connection of `pool` to put a new stream on: the least busy one with room;
+    /// nil when a new connection should be opened (none yet, or all full and fewer than the cap).
+    func pickH2(_ pool: OriginPool) -> H2Connection? {
+        var best: H2Connection?
+        var open = 0
+        for h in pool.h2 where !h.closed && !h.draining {
+            open += 1
+            if h.hasCapacity && (best == nil || h.streams.count < best!.streams.count) { best = h }
+        }
+        if let best { return best }
+        if open >= max(1, settings.maxHTTP2ConnectionsPerOrigin) {
+            // At the cap: the least busy one queues the stream until a slot frees.
+            return pool.h2.filter { !$0.closed && !$0.draining }.min { $0.streams.count < $1.streams.count }
+        }
+        return nil
+    }
+
+    func addH2(_ h: H2Connection) {
+        h.origin.h2.append(h)
+        armSweep()
+    }
+
+    func h2Closed(_ h: H2Connection) {
+        if let i = h.origin.h2.firstIndex(where: { $0 === h }) { h.origin.h2.remove(at: i) }
+    }
+
+    /// Transfers that waited for a connection being set up (to learn whether it speaks HTTP/2)
+    /// look again: on its HTTP/2 session, or each on a connection of its own.
+    func releaseH2Waiters(_ pool: OriginPool) {
+        let waiters = pool.h2Waiters
+        pool.h2Waiters = []
+        for w in waiters { w.h2WaitEnded() }
+    }
+
     // MARK: deadlines
 
     /// One timer per loop: every `deadlineCheckMillis` while transfers run, else at the next idle
-    /// connection's expiry.
+    /// connection's expiry. Called per request: returns at once while a sweep soon enough is
+    /// pending.
     private func armSweep() {
         let now = loop.now
+        let check = UInt64(max(1, settings.deadlineCheckMillis))
+        if sweepTimer != nil && (active.isEmpty || sweepDue <= now + check) { return }
         let due: UInt64
         if !active.isEmpty {
-            due = now + UInt64(max(1, settings.deadlineCheckMillis))
+            due = now + check
         } else if let oldest = oldestIdle() {
             due = oldest.idleSince + UInt64(max(1, settings.idleTimeoutMillis))
+        } else if origins.values.contains(where: { !$0.h2.isEmpty }) {
+            due = now + UInt64(max(1, settings.idleTimeoutMillis))
         } else {
             return
         }
-        if let t = sweepTimer, t.isPending, sweepDue <= due { return }
         sweepTimer?.cancel()
         sweepDue = due
         sweepTimer = loop.schedule(afterMillis: due > now ? Int(due - now) : 0, target: self)
@@ -296,6 +376,11 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
     public func timerFired(_ timer: LoopTimer) {
         if timer === tickTimer {
             tickTimer = nil
+            if !h2ReadQueue.isEmpty {
+                let queued = h2ReadQueue
+                h2ReadQueue.removeAll(keepingCapacity: true)
+                for h in queued where !h.closed { h.readAvailable() }
+            }
             var i = 0
             while i < tickQueue.count {      // work may queue more (index-based on purpose)
                 tickQueue[i].tick()
@@ -315,6 +400,9 @@ public final class HTTPUpstreamClient: UpstreamClientProtocol, TimerTarget, @unc
         }
         let idleLimit = UInt64(max(1, settings.idleTimeoutMillis))
         while let oldest = oldestIdle(), now >= oldest.idleSince + idleLimit { closeIdle(oldest) }
+        for p in origins.values where !p.h2.isEmpty {
+            for h in p.h2 where h.streams.isEmpty && now >= h.idleSince + idleLimit { h.close(nil) }
+        }
         armSweep()
     }
 }
@@ -335,6 +423,15 @@ final class OriginPool {
     let literal: SocketAddress?
     /// The newest TLS session for this origin (offered by its next new connection).
     let sessions = TLSSessionStore()
+    /// What ALPN chose last time (unknown until a TLS connection here is set up).
+    enum WireProtocol { case unknown, http1, http2 }
+    var negotiated: WireProtocol = .unknown
+    /// HTTP/2 connections to this origin.
+    var h2: [H2Connection] = []
+    /// A TLS connection being set up that may turn out to speak HTTP/2: other transfers wait for
+    /// it instead of opening connections of their own (libcurl's PIPEWAIT).
+    weak var h2Probe: UpstreamConnection?
+    var h2Waiters: [HTTPUpstreamTransfer] = []
     /// In the client's table (false once forgotten, see `HTTPUpstreamClient.maxOrigins`).
     var registered = true
 

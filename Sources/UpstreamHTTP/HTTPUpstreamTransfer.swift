@@ -1,3 +1,4 @@
+import CNGHTTP2
 import CSystem
 import Glibc
 import HTTPWire
@@ -23,7 +24,8 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     var activeIndex = -1
     private(set) var phase: Phase = .created
     private var origin: OriginPool?
-    private var parts: UpstreamURL?
+    /// The request target: a range of the URL's UTF-8.
+    private var target: Range<Int> = 0..<0
     private(set) var conn: UpstreamConnection?
     private let isHEAD: Bool
     private let readSize: Int
@@ -69,6 +71,20 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     private var resumeQueued = false
     private var readAgainQueued = false
 
+    // HTTP/2 (when the exchange is a stream of `h2`).
+    private var h2: H2Connection?
+    private var streamID: Int32 = 0
+    private var h2Status = 0
+    private var h2Fields: [(name: String, value: String)] = []
+    /// Bytes received while paused (at most the stream window), not yet consumed.
+    private var h2Held: [UInt8] = []
+    private var h2BodySent = 0
+    private var h2EndSeen = false
+    private var h2StreamOpen = false
+    /// Waiting for a connection being set up to say whether it speaks HTTP/2.
+    private var h2Waiting = false
+    private var h2WaitOver = false
+
     init(client: HTTPUpstreamClient, request: UpstreamRequest, delegate: UpstreamDelegate) {
         self.client = client
         self.request = request
@@ -92,13 +108,14 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         connectDeadline = now + UInt64(max(1, request.connectTimeoutMillis))
         totalDeadline = request.timeoutMillis > 0 ? now + UInt64(request.timeoutMillis) : .max
         client.register(self)
-        guard let (pool, url) = client.origin(for: request.url) else { return finish(.refused("malformed URL")) }
-        guard request.allowedSchemes.contains(where: { asciiCaseInsensitiveEquals($0, url.scheme.rawValue) }) else {
-            return finish(.refused("scheme \(url.scheme.rawValue) not allowed"))
+        guard let (pool, target) = client.origin(for: request.url) else { return finish(.refused("malformed URL")) }
+        let scheme = pool.url.scheme.rawValue
+        guard request.allowedSchemes.contains(where: { asciiCaseInsensitiveEquals($0, scheme) }) else {
+            return finish(.refused("scheme \(scheme) not allowed"))
         }
         guard Self.isTokenMethod(request.method) else { return finish(.refused("invalid method")) }
         origin = pool
-        parts = url
+        self.target = target
         acquire()
     }
 
@@ -111,6 +128,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     /// else a new one.
     private func acquire() {
         guard let origin else { return }
+        if joinHTTP2(origin) { return }
         if !request.refusePrivateAddresses && !freshOnly, let c = client.takeIdle(origin) {
             bind(c)
             startExchange()
@@ -137,12 +155,31 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         }
     }
 
+    /// HTTP/2 first for an https origin that may speak it: a stream on one of its connections,
+    /// or a wait for the connection being set up (it may turn out to speak HTTP/2) rather than a
+    /// connection of its own. False when this transfer needs a connection.
+    private func joinHTTP2(_ origin: OriginPool) -> Bool {
+        guard origin.url.isTLS, client.settings.http2 == .auto, !request.refusePrivateAddresses,
+              origin.negotiated != .http1 else { return false }
+        if let h = client.pickH2(origin) {
+            attachH2(h)
+            return true
+        }
+        guard origin.h2Probe != nil else { return false }
+        phase = .connecting
+        h2Waiting = true
+        origin.h2Waiters.append(self)
+        return true
+    }
+
     /// The DNS answer for this transfer's origin arrived (`HTTPUpstreamClient.resolved`).
     func addressesResolved(_ answer: Resolver.Answer) {
         guard !isFinished, phase == .resolving else { return }
         switch answer {
         case .success(let list):
             addresses = list
+            // While it waited, another transfer may have opened the origin's HTTP/2 connection.
+            if let origin, joinHTTP2(origin) { return }
             connectNext()
         case .failure(let f):
             finish(.connect(f.message))
@@ -186,6 +223,10 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             client.connectionOpened()
             conn = c
             c.owner = self
+            if origin.url.isTLS && client.settings.http2 == .auto && !request.refusePrivateAddresses
+                && origin.negotiated != .http1 && origin.h2Probe == nil {
+                origin.h2Probe = c
+            }
             if rc == 0 {
                 connected(c)
             } else {
@@ -239,7 +280,8 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 return finish(.connect("TLS setup: \(e.message)"))
             }
             guard let tls = TLSStream(context: ctx, fd: c.fd, host: origin.url.host, hostIsIP: origin.literal != nil,
-                                      sessions: origin.sessions, scratch: client.tlsScratch) else {
+                                      sessions: origin.sessions, scratch: client.tlsScratch,
+                                      http1Only: request.refusePrivateAddresses) else {
                 conn = nil
                 c.closeNow()
                 return finish(.connect("TLS: cannot create a connection: \(TLSStream.drainErrors())"))
@@ -260,6 +302,26 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         switch tls.handshake() {
         case .done:
             client.noteHandshake(resumed: tls.resumed)
+            guard let origin else { return }
+            let wasProbe = origin.h2Probe === c
+            if wasProbe { origin.h2Probe = nil }
+            if tls.negotiatedProtocol == "h2" {
+                origin.negotiated = .http2
+                conn = nil
+                c.owner = nil
+                guard c.poolable, let h = H2Connection(conn: c, client: client, origin: origin) else {
+                    c.closeNow()
+                    return finish(.connect("HTTP/2: cannot set up a session"))
+                }
+                c.state = .multiplexed
+                c.h2 = h
+                client.addH2(h)
+                if wasProbe { client.releaseH2Waiters(origin) }
+                attachH2(h)
+                return
+            }
+            if c.poolable { origin.negotiated = .http1 }
+            if wasProbe { client.releaseH2Waiters(origin) }
             c.state = .active
             bind(c)
             startExchange()
@@ -284,11 +346,12 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
 
     /// Writes the request (head and body in one `sendmsg`) and waits for the response.
     private func startExchange() {
-        guard let c = conn, let parts else { return }
+        guard let c = conn, let origin else { return }
         c.parser.reset(requestIsHEAD: isHEAD)
         c.carry.removeAll(keepingCapacity: true)
         let shared = request.sharedHeaders.map { client.sharedBytes($0) }
-        RequestHeadWriter.write(method: request.method, url: request.url, parts: parts, headers: request.headers,
+        RequestHeadWriter.write(method: request.method, url: request.url, target: target, authority: origin.url.authority,
+                                headers: request.headers,
                                 shared: shared, bodyCount: request.body.count, into: &c.head)
         headSent = 0
         bodySent = 0
@@ -390,7 +453,11 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     /// Runs the parser over `buf` and delivers what it finds; keeps unparsed bytes in `carry`.
     private func process(_ c: UpstreamConnection, _ buf: UnsafeRawBufferPointer) {
         var off = 0
+        // The parser is worked on as a local and put back once: a class property mutated per
+        // event costs a dynamic exclusivity check each time.
+        var parser = c.takeParser()
         defer {
+            c.parser = parser
             if !isFinished && off < buf.count && conn === c {
                 c.carry.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[off...]))
             }
@@ -398,7 +465,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         while !isFinished && !paused {
             let input = UnsafeRawBufferPointer(rebasing: buf[off...])
             let r: (consumed: Int, event: HTTPResponseEvent?)
-            do { r = try c.parser.next(input) } catch {
+            do { r = try parser.next(input) } catch {
                 let why = (error as? HTTPError)?.message ?? "invalid response"
                 abort(.broken("invalid response from upstream: \(why)"))
                 return
@@ -409,8 +476,9 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 return
             case .head(let start)?:
                 var fields: [(name: String, value: String)] = []
-                fields.reserveCapacity(c.parser.fieldSpans.count)
-                for s in c.parser.fieldSpans {
+                let spans = parser.fieldSpans
+                fields.reserveCapacity(spans.count)
+                for s in spans {
                     fields.append((String(decoding: UnsafeRawBufferPointer(rebasing: input[s.name]), as: UTF8.self),
                                    String(decoding: UnsafeRawBufferPointer(rebasing: input[s.value]), as: UTF8.self)))
                 }
@@ -549,6 +617,15 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             deliverFinish(pf)
             return
         }
+        if h2WaitOver {
+            h2WaitOver = false
+            if !isFinished { acquire() }
+        }
+        if resumeQueued && h2 != nil || resumeQueued && h2EndSeen {
+            resumeQueued = false
+            if !isFinished && !paused { h2DeliverHeld() }
+            return
+        }
         if resumeQueued || readAgainQueued {
             let wasResume = resumeQueued
             resumeQueued = false
@@ -587,7 +664,22 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             conn = nil
             c.closeNow()
         }
+        dropStream()
         finish(error)
+    }
+
+    /// Leaves the HTTP/2 connection: an open stream is reset (RST_STREAM CANCEL).
+    private func dropStream() {
+        guard let h = h2 else { return }
+        h2 = nil
+        if !h2Held.isEmpty {
+            h.consume(streamID, h2Held.count)        // held bytes still count against the connection window
+            h2Held = []
+        }
+        if h2StreamOpen {
+            h2StreamOpen = false
+            h.reset(streamID)
+        }
     }
 
     /// Ends the transfer once: out of the client's list and the DNS waiters, then the delegate
@@ -601,8 +693,13 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             conn = nil
             c.closeNow()
         }
+        dropStream()
         client.unregister(self)
         if let origin, let i = origin.waiters.firstIndex(where: { $0 === self }) { origin.waiters.remove(at: i) }
+        if h2Waiting, let origin, let i = origin.h2Waiters.firstIndex(where: { $0 === self }) {
+            origin.h2Waiters.remove(at: i)
+            h2Waiting = false
+        }
         if starting {
             pendingFinish = .some(error)
             return
@@ -628,9 +725,190 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             isFinished = true
             phase = .finished
             if let c = conn { conn = nil; c.owner = nil; c.closeNow() }
+            h2 = nil
         }
         pendingFinish = nil
         if !inDelegate { deliverFinish(finishSent ? nil : .cancelled) }
+    }
+
+    // MARK: HTTP/2
+
+    /// The connection this transfer waited for is set up (or gone): look again, next iteration.
+    func h2WaitEnded() {
+        guard h2Waiting, !isFinished else { return }
+        h2Waiting = false
+        h2WaitOver = true
+        queueTick()
+    }
+
+    /// Opens this transfer's stream on `h`.
+    private func attachH2(_ h: H2Connection) {
+        guard let origin else { return }
+        h2 = h
+        phase = .exchanging
+        lastActivity = client.loop.now
+        h2Status = 0
+        h2Fields = []
+        h2Held = []
+        h2BodySent = 0
+        h2EndSeen = false
+        headDelivered = false
+        received = 0
+        responseBytes = 0
+        client.h2Headers.build(method: request.method, scheme: "https", authority: origin.url.authority, url: request.url,
+                               target: target, headers: request.headers, shared: request.sharedHeaders?.fields,
+                               bodyCount: request.body.count)
+        guard let id = h.submit(self, headers: &client.h2Headers) else {
+            h2 = nil
+            return finish(.connect("HTTP/2: the connection refused a new stream"))
+        }
+        streamID = id
+        h2StreamOpen = true
+    }
+
+    /// nghttp2 asks for request body bytes (DATA frames).
+    func h2ReadBody(_ buf: UnsafeMutablePointer<UInt8>, _ length: Int, _ flags: UnsafeMutablePointer<UInt32>) -> Int {
+        let n = min(length, request.body.count - h2BodySent)
+        if n > 0 {
+            request.body.withUnsafeBytes { b in
+                UnsafeMutableRawPointer(buf).copyMemory(from: b.baseAddress! + h2BodySent, byteCount: n)
+            }
+            h2BodySent += n
+            touch()
+        }
+        if h2BodySent == request.body.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+        return n
+    }
+
+    func h2BeginHeaders() {
+        if !headDelivered {
+            h2Status = 0
+            h2Fields.removeAll(keepingCapacity: true)
+        }
+    }
+
+    func h2Header(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+        guard !headDelivered, !isFinished else { return }      // trailers: not forwarded
+        responseBytes += name.count + value.count
+        if name.count == 7 && name.first == 0x3A {              // ":status"
+            var v = 0
+            for c in value where c >= 0x30 && c <= 0x39 { v = v * 10 + Int(c - 0x30) }
+            h2Status = v
+            return
+        }
+        if name.first == 0x3A { return }
+        if h2Fields.isEmpty { h2Fields.reserveCapacity(16) }
+        h2Fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+    }
+
+    func h2HeadersComplete(endStream: Bool) {
+        guard !isFinished, !headDelivered else { return }
+        touch()
+        if h2Status >= 100 && h2Status < 200 {                  // interim: the final head follows
+            h2Status = 0
+            h2Fields.removeAll(keepingCapacity: true)
+            return
+        }
+        if let cap = request.maxResponseBytes,
+           let cl = h2Fields.first(where: { $0.name == "content-length" }).flatMap({ Int($0.value) }), cl > cap {
+            return abort(.tooLarge)
+        }
+        headDelivered = true
+        let head = UpstreamResponseHead(status: h2Status, headers: h2Fields, httpVersion: 2)
+        h2Fields = []
+        callDelegate { $0.upstreamDidReceiveHead(head) }
+        if endStream { h2EndStream() }
+    }
+
+    func h2Data(_ bytes: UnsafeRawBufferPointer) {
+        guard !isFinished, let h = h2 else { return }
+        touch()
+        responseBytes += bytes.count
+        if let cap = request.maxResponseBytes, received + bytes.count > cap {
+            h.consume(streamID, bytes.count)
+            return abort(.tooLarge)
+        }
+        received += bytes.count
+        if paused || !h2Held.isEmpty {
+            h2Held.append(contentsOf: bytes)
+            return
+        }
+        callDelegate { $0.upstreamDidReceive(bytes) }
+        h.consume(streamID, bytes.count)
+    }
+
+    func h2EndStream() {
+        guard !isFinished else { return }
+        h2EndSeen = true
+        if !paused && h2Held.isEmpty { h2Complete() }
+    }
+
+    /// The response is complete: off the connection (the stream closes by itself), then done.
+    private func h2Complete() {
+        h2 = nil
+        h2StreamOpen = false
+        finish(nil)
+    }
+
+    /// Held bytes after a resume: delivered in one call, then consumed (the window opens).
+    private func h2DeliverHeld() {
+        if !h2Held.isEmpty {
+            let held = h2Held
+            h2Held = []
+            held.withUnsafeBytes { b in callDelegate { $0.upstreamDidReceive(b) } }
+            // After the stream closed too: nghttp2 still credits the connection window.
+            h2?.consume(streamID, held.count)
+        }
+        if !isFinished && !paused && h2EndSeen { h2Complete() }
+    }
+
+    /// The stream closed (nghttp2's on_stream_close): after END_STREAM that is the normal end;
+    /// otherwise a reset, mapped like an HTTP/1.1 failure.
+    func h2StreamClosed(_ code: UInt32) {
+        h2StreamOpen = false
+        guard !isFinished, h2 != nil else { return }
+        if code == NGHTTP2_NO_ERROR.rawValue && h2EndSeen {
+            if !paused && h2Held.isEmpty { h2Complete() }
+            return                                  // held bytes go out on resume
+        }
+        h2 = nil
+        if code == NGHTTP2_REFUSED_STREAM.rawValue && !headDelivered && refusedRetries < Self.maxRefusedRetries {
+            // Refused (or above a GOAWAY's last stream): never processed, whatever the method.
+            refusedRetries += 1
+            return h2Retry(counted: false)
+        }
+        let why = "HTTP/2 stream reset by the upstream (\(String(cString: nghttp2_http2_strerror(code))))"
+        abort(headDelivered ? .broken(why) : .connect(why))
+    }
+
+    /// The whole HTTP/2 connection failed under this stream.
+    func h2ConnectionFailed(_ why: String) {
+        h2StreamOpen = false
+        guard !isFinished, h2 != nil else { return }
+        h2 = nil
+        if !headDelivered && RetryPolicy.mayRetry(method: request.method, reusedConnection: true, requestBytesSent: 1,
+                                                  responseBytesReceived: responseBytes, retriesSoFar: retriesDone) {
+            return h2Retry()
+        }
+        abort(headDelivered ? .broken(why) : .connect(why))
+    }
+
+    /// A stream refused by the upstream is sent again up to this many times (each refusal proves
+    /// it was not processed; a GOAWAY per few requests refuses a burst in waves).
+    static let maxRefusedRetries = 8
+    private var refusedRetries = 0
+
+    private func h2Retry(counted: Bool = true) {
+        if counted { retriesDone += 1 }
+        client.noteRetry()
+        h2Held = []
+        queueTickAcquire()
+    }
+
+    private func queueTickAcquire() {
+        h2WaitOver = true
+        phase = .connecting
+        queueTick()
     }
 
     // MARK: UpstreamTransfer
@@ -639,6 +917,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         guard !isFinished, !paused else { return }
         paused = true
         if phase == .exchanging, let c = conn { updateInterest(c) }
+        // HTTP/2: what arrives is held and not consumed; the stream window closes.
     }
 
     func resume() {

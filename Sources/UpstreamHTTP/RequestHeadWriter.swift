@@ -18,7 +18,10 @@ import Upstream
 public enum RequestHeadWriter {
     /// Appends the head. False when the method is not a token (nothing useful was written).
     @discardableResult
-    public static func write(method: String, url: String, parts: UpstreamURL, headers: [(name: String, value: String)],
+    /// `target`: the range of `url`'s UTF-8 that is the request target (`UpstreamURL`);
+    /// `authority`: the `Host` value.
+    public static func write(method: String, url: String, target: Range<Int>, authority: String,
+                             headers: [(name: String, value: String)],
                              shared: [UInt8]?, bodyCount: Int, into out: inout [UInt8]) -> Bool {
         out.removeAll(keepingCapacity: true)
         var ok = true
@@ -34,8 +37,8 @@ public enum RequestHeadWriter {
         out.append(0x20)
         var u = url
         u.withUTF8 { ub in
-            if parts.targetEnd == parts.originLength || ub[parts.originLength] != 0x2F { out.append(0x2F) }   // "" or "?q" → "/…"
-            for i in parts.originLength..<parts.targetEnd {
+            if target.isEmpty || ub[target.lowerBound] != 0x2F { out.append(0x2F) }   // "" or "?q" → "/…"
+            for i in target {
                 let c = ub[i]
                 if c >= 0x80 {
                     out.append(0x25); out.append(hex(c >> 4)); out.append(hex(c & 15))
@@ -49,7 +52,7 @@ public enum RequestHeadWriter {
         for h in headers where asciiCaseInsensitiveEquals(h.name.trimmingASCIISpacesIfNeeded, "host") { callerHost = true }
         if !callerHost {
             append(&out, "Host: ")
-            var a = parts.authority
+            var a = authority
             a.withUTF8 { out.append(contentsOf: $0) }
             append(&out, "\r\n")
         }

@@ -128,8 +128,9 @@ final class TLSStream {
     private(set) var handshakeDone = false
 
     /// nil when OpenSSL can't make the connection object (reported as a connect failure).
+    /// `http1Only`: offer only `http/1.1` by ALPN on this connection (one that is never shared).
     init?(context: TLSContext, fd: Int32, host: String, hostIsIP: Bool, sessions: TLSSessionStore,
-          scratch: UnsafeMutableRawBufferPointer) {
+          scratch: UnsafeMutableRawBufferPointer, http1Only: Bool = false) {
         guard let ssl = SSL_new(context.ctx) else { return nil }
         self.ssl = ssl
         self.sessions = sessions
@@ -143,6 +144,10 @@ final class TLSStream {
         } else {
             _ = veil_ssl_set_sni(ssl, host)
             if context.configuration.verifyPeer { _ = SSL_set1_host(ssl, host) }
+        }
+        if http1Only && context.configuration.alpn.contains("h2") {
+            let wire: [UInt8] = [8] + Array("http/1.1".utf8)
+            _ = SSL_set_alpn_protos(ssl, wire, UInt32(wire.count))
         }
         if let s = sessions.session {
             _ = SSL_set_session(ssl, s)

@@ -22,6 +22,8 @@ final class UpstreamConnection: IOHandler {
         case idle
         /// Carrying a transfer's exchange.
         case active
+        /// HTTP/2: carrying many transfers' streams (`h2`).
+        case multiplexed
         case closed
     }
 
@@ -42,6 +44,14 @@ final class UpstreamConnection: IOHandler {
     private var registered = false
 
     var parser: HTTPResponseParser
+    private static let placeholder = HTTPResponseParser()
+
+    /// The parser, moved out (a placeholder is left) so that the caller's copy is unique: its
+    /// field list is then mutated in place, not copied.
+    func takeParser() -> HTTPResponseParser {
+        defer { parser = Self.placeholder }
+        return parser
+    }
     /// The request head being written (kept, with its capacity, for the next request).
     var head: [UInt8] = []
     /// Response bytes the parser has not consumed yet (a partial head or chunk line, or bytes
@@ -49,6 +59,8 @@ final class UpstreamConnection: IOHandler {
     var carry: [UInt8] = []
     /// TLS over the socket (nil: plain TCP).
     var tls: TLSStream?
+    /// The HTTP/2 session over this connection (state `.multiplexed`).
+    var h2: H2Connection?
     /// TLS asked to write before it can read again (a renegotiation or key update).
     var readWantsWrite = false
 
@@ -88,6 +100,8 @@ final class UpstreamConnection: IOHandler {
             owner?.connectionReady(self, events)
         case .idle:
             client.idleConnectionWoke(self)
+        case .multiplexed:
+            h2?.ioReady(events)
         case .closed:
             break
         }

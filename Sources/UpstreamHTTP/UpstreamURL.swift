@@ -92,17 +92,25 @@ public struct UpstreamURL: Sendable, Equatable {
             guard v >= 1 && v <= 65535 else { return nil }
             port = UInt16(v)
         }
-        var targetEnd = originEnd
-        while targetEnd < b.count, b[targetEnd] != 0x23 {                  // '#' ends the target
-            let c = b[targetEnd]
-            if c <= 0x20 || c == 0x7F { return nil }
-            targetEnd += 1
-        }
+        guard let targetEnd = targetEnd(b, from: originEnd) else { return nil }
         var host = String(decoding: UnsafeBufferPointer(rebasing: b[hostStart..<hostEnd]), as: UTF8.self)
         host = host.lowercased()
         let authority = String(decoding: UnsafeBufferPointer(rebasing: b[authStart..<originEnd]), as: UTF8.self)
         return UpstreamURL(scheme: scheme, host: host, port: port, authority: authority,
                            originLength: originEnd, targetEnd: targetEnd)
+    }
+
+    /// Where the request target that starts at `start` ends (at `#` or the end); nil when it
+    /// holds a control, SP or DEL.
+    public static func targetEnd(_ b: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        var i = start
+        while i < b.count {
+            let c = b[i]
+            if c == 0x23 { break }                                          // '#' ends the target
+            if c <= 0x20 || c == 0x7F { return nil }
+            i += 1
+        }
+        return i
     }
 
     private static func staticBytes(_ s: StaticString) -> UnsafeBufferPointer<UInt8> {

@@ -31,7 +31,9 @@ final class NginxFixture: @unchecked Sendable {
     }
 
     /// nil (and a recorded issue) when the tools are missing or nginx does not start.
-    static func start(backendPort: UInt16, http2: Bool = false, extraGoodConfig: String = "",
+    /// `keepaliveRequests`: requests per connection on the good server before nginx closes it
+    /// (HTTP/2: sends GOAWAY).
+    static func start(backendPort: UInt16, http2: Bool = false, keepaliveRequests: Int? = nil, extraGoodConfig: String = "",
                       sourceLocation: SourceLocation = #_sourceLocation) -> NginxFixture? {
         guard let nginx = tool("nginx") else {
             Issue.record("nginx not found: TLS tests need Debian's nginx-light (scripts/deps installs it)", sourceLocation: sourceLocation)
@@ -49,7 +51,8 @@ final class NginxFixture: @unchecked Sendable {
             Issue.record("openssl could not make the test certificates (see \(dir)/openssl.log)", sourceLocation: sourceLocation)
             return nil
         }
-        f.writeConfig(backendPort: backendPort, http2: http2, extraGood: extraGoodConfig)
+        f.writeConfig(backendPort: backendPort, http2: http2,
+                      extraGood: extraGoodConfig + (keepaliveRequests.map { "            keepalive_requests \($0);\n" } ?? ""))
         guard shell("\(nginx) -p \(dir) -c \(dir)/nginx.conf -e \(dir)/error.log > \(dir)/nginx.out 2>&1") == 0 else {
             Issue.record("nginx did not start: \(read(dir + "/nginx.out")) \(read(dir + "/error.log"))", sourceLocation: sourceLocation)
             return nil
@@ -144,6 +147,7 @@ final class NginxFixture: @unchecked Sendable {
         }
         let proxied = """
                     location = /hello { return 200 "hello over tls\\n"; }
+                    location /c/ { return 200 "$uri"; }
                     location / {
                         proxy_pass http://127.0.0.1:\(backendPort);
                         proxy_http_version 1.1;

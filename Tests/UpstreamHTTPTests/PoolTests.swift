@@ -206,6 +206,7 @@ private func ok(_ conn: ServerConn, _ body: String, extra: String = "") {
         #expect(h.run(UpstreamRequest(method: "GET", url: url)).succeeded)
         let cached = h.onLoop { () -> Int in
             guard let (pool, _) = h.native.origin(for: url) else { return -1 }
+
             return pool.addresses.count
         }
         #expect(cached >= 1)

@@ -60,7 +60,8 @@ import Upstream
                       shared: [(name: String, value: String)]? = nil, body: Int = 0) -> String? {
         guard let parts = UpstreamURL.parse(url) else { return nil }
         var out: [UInt8] = []
-        let ok = RequestHeadWriter.write(method: method, url: url, parts: parts, headers: headers,
+        let ok = RequestHeadWriter.write(method: method, url: url, target: parts.originLength..<parts.targetEnd,
+                                         authority: parts.authority, headers: headers,
                                          shared: shared.map { RequestHeadWriter.sharedBlockBytes($0) }, bodyCount: body, into: &out)
         return ok ? String(decoding: out, as: UTF8.self) : nil
     }
