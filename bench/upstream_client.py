@@ -78,6 +78,7 @@ def start_nginx(tmp, upstream_port):
                  "-set_serial", "1", "-days", "2", "-extfile", f"{d}/ext", "-out", f"{d}/srv.pem"]):
         subprocess.run(cmd, check=True, capture_output=True)
     port = free_port()
+    port2 = free_port()
     user = "user root;" if os.geteuid() == 0 else ""
     open(f"{d}/nginx.conf", "w").write(f"""{user}
 worker_processes 1;
@@ -95,12 +96,20 @@ http {{
         ssl_certificate_key {d}/srv.key;
         location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
     }}
+    server {{
+        listen 127.0.0.1:{port2} ssl http2;
+        http2_max_concurrent_streams 1000;
+        ssl_certificate {d}/srv.pem;
+        ssl_certificate_key {d}/srv.key;
+        location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
+    }}
 }}
 """)
     subprocess.run(["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/error.log"], check=True)
     wait_port(port)
+    wait_port(port2)
     pid = int(open(f"{d}/nginx.pid").read().strip())
-    return port, f"{d}/ca.pem", pid
+    return port, port2, f"{d}/ca.pem", pid
 
 def main():
     ap = argparse.ArgumentParser()
@@ -128,8 +137,9 @@ def main():
         wait_port(up_port)
         targets = [("plain", f"http://127.0.0.1:{up_port}/v1/chat/completions", None)]
         if not a.no_tls:
-            port, ca, nginx_pid = start_nginx(tmp, up_port)
-            targets.append(("TLS (nginx in front)", f"https://localhost:{port}/v1/chat/completions", ca))
+            port, port2, ca, nginx_pid = start_nginx(tmp, up_port)
+            targets.append(("TLS, HTTP/1.1 (nginx in front)", f"https://localhost:{port}/v1/chat/completions", ca))
+            targets.append(("TLS, HTTP/2 (nginx in front, both clients negotiate h2 by ALPN)", f"https://localhost:{port2}/v1/chat/completions", ca))
         clients = ["native", "curl"]
         n1, n2 = map(int, a.ir_requests.split(","))
         e1, e2 = map(int, a.ir_events.split(","))

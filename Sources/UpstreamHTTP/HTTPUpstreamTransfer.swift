@@ -568,6 +568,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         retriesDone += 1
         freshOnly = true
         client.noteRetry()
+        connectDeadline = client.loop.now + UInt64(max(1, request.connectTimeoutMillis))
         addresses = []
         addressIndex = 0
         lastConnectError = nil
@@ -901,6 +902,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     private func h2Retry(counted: Bool = true) {
         if counted { retriesDone += 1 }
         client.noteRetry()
+        connectDeadline = client.loop.now + UInt64(max(1, request.connectTimeoutMillis))
         h2Held = []
         queueTickAcquire()
     }
