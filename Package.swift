@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
-        .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire"]),
+        .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire", "CNGHTTP2"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation"]),
     ]
 )

@@ -321,48 +321,70 @@ final class H2Connection {
 
 /// A request's HTTP/2 header list (`:method`, `:scheme`, `:authority`, `:path`, then its own
 /// fields, lowercased, without the connection-specific ones RFC 9113 §8.2.2 forbids), built in
-/// one byte buffer that the `nghttp2_nv` entries point into. Reused per client.
+/// one byte buffer that the `nghttp2_nv` entries point into. One per client, reused: building
+/// a list allocates nothing once the buffers have grown.
 struct H2HeaderBlock {
     private var bytes: [UInt8] = []
     private var spans: [(name: Range<Int>, value: Range<Int>)] = []
 
-    mutating func build(method: String, scheme: String, authority: String, url: String, target: Range<Int>,
+    mutating func build(method: String, scheme: StaticString, authority: String, url: String, target: Range<Int>,
                         headers: [(name: String, value: String)], shared: [(name: String, value: String)]?, bodyCount: Int) {
         bytes.removeAll(keepingCapacity: true)
         spans.removeAll(keepingCapacity: true)
-        add(":method", method.uppercased())
-        add(":scheme", scheme)
+        var m = method
+        pseudo(":method") { b in m.withUTF8 { for c in $0 { b.append(c >= 0x61 && c <= 0x7A ? c - 0x20 : c) } } }
+        pseudo(":scheme") { $0.append(contentsOf: UnsafeBufferPointer(start: scheme.utf8Start, count: scheme.utf8CodeUnitCount)) }
+        var callerHost: String?
+        for h in headers where asciiCaseInsensitiveEquals(h.name, "host") { callerHost = h.value }
+        var a = callerHost ?? authority
+        pseudo(":authority") { b in a.withUTF8 { b.append(contentsOf: $0) } }
         var u = url
-        let path: String = u.withUTF8 { ub in
-            var p = target.isEmpty || ub[target.lowerBound] != 0x2F ? "/" : ""
-            p += String(decoding: UnsafeBufferPointer(rebasing: ub[target]), as: UTF8.self)
-            return p
+        pseudo(":path") { b in
+            u.withUTF8 { ub in
+                if target.isEmpty || ub[target.lowerBound] != 0x2F { b.append(0x2F) }
+                for i in target {
+                    let c = ub[i]
+                    if c >= 0x80 {       // as RequestHeadWriter: bytes above ASCII percent-encoded
+                        b.append(0x25); b.append(Self.hex(c >> 4)); b.append(Self.hex(c & 15))
+                    } else {
+                        b.append(c)
+                    }
+                }
+            }
         }
-        var authorityValue = authority
-        for h in headers where asciiCaseInsensitiveEquals(h.name, "host") { authorityValue = h.value }
-        add(":authority", authorityValue)
-        add(":path", path)
-        for (n, v) in headers { addField(n, v) }
-        if let shared { for (n, v) in shared { addField(n, v) } }
-        if bodyCount > 0 { add("content-length", String(bodyCount)) }
+        for (n, v) in headers { field(n, v) }
+        if let shared { for (n, v) in shared { field(n, v) } }
+        if bodyCount > 0 {
+            pseudo("content-length") { RequestHeadWriter.appendDecimal(bodyCount, into: &$0) }
+        }
     }
 
-    private mutating func addField(_ name: String, _ value: String) {
-        var line: [UInt8] = []
-        RequestHeadWriter.appendField(name, value, into: &line)
-        guard let colon = line.firstIndex(of: 0x3A) else { return }
-        let n = String(decoding: line[..<colon], as: UTF8.self).lowercased()
-        if n == "host" { return }
-        let v = String(decoding: line[(colon + 2)..<(line.count - 2)], as: UTF8.self)
-        add(n, v)
-    }
+    @inline(__always) private static func hex(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x41 + v - 10 }
 
-    private mutating func add(_ name: String, _ value: String) {
+    /// A name given as a literal and a value written by `value`.
+    private mutating func pseudo(_ name: StaticString, _ value: (inout [UInt8]) -> Void) {
         let ns = bytes.count
-        bytes.append(contentsOf: name.utf8)
+        bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
         let vs = bytes.count
-        bytes.append(contentsOf: value.utf8)
+        value(&bytes)
         spans.append((ns..<vs, vs..<bytes.count))
+    }
+
+    /// A caller's field, sanitised and filtered as for HTTP/1.1 (`RequestHeadWriter.appendField`
+    /// writes `Name: value\r\n` here), then its name lowercased in place; `host` is dropped
+    /// (it became `:authority`).
+    private mutating func field(_ name: String, _ value: String) {
+        let start = bytes.count
+        RequestHeadWriter.appendField(name, value, into: &bytes)
+        guard bytes.count > start else { return }                   // dropped
+        var colon = start
+        while bytes[colon] != 0x3A { bytes[colon] = asciiLower(bytes[colon]); colon += 1 }
+        if colon - start == 4 && bytes[start] == 0x68 && bytes[start + 1] == 0x6F && bytes[start + 2] == 0x73 && bytes[start + 3] == 0x74 {
+            bytes.removeSubrange(start...)
+            return
+        }
+        bytes.removeLast(2)                                          // CRLF
+        spans.append((start..<colon, (colon + 2)..<bytes.count))
     }
 
     /// The list as `nghttp2_nv`, valid during `body`.

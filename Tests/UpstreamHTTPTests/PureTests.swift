@@ -1,3 +1,4 @@
+import CNGHTTP2
 import Testing
 import Upstream
 @testable import UpstreamHTTP
@@ -140,5 +141,34 @@ import Upstream
     func decides(_ r: Row) {
         #expect(RetryPolicy.mayRetry(method: r.method, reusedConnection: r.reused, requestBytesSent: r.sent,
                                      responseBytesReceived: r.received, retriesSoFar: r.retries) == r.retry)
+    }
+}
+
+/// The HTTP/2 header list sent for a request.
+@Suite struct H2HeaderBlockTests {
+    @Test func pseudoHeadersThenLowercasedFieldsWithoutConnectionSpecificOnes() throws {
+        let url = "https://api.example/v1/chat/completions?x=ü"
+        let parts = try #require(UpstreamURL.parse(url))
+        var block = H2HeaderBlock()
+        block.build(method: "post", scheme: "https", authority: parts.authority, url: url,
+                    target: parts.originLength..<parts.targetEnd,
+                    headers: [("Content-Type", "application/json"), ("Connection", "keep-alive"), ("X-Evil", "a\r\nb"),
+                              ("Transfer-Encoding", "chunked"), ("Bad Name", "x")],
+                    shared: [("Authorization", "Bearer k"), ("Host", "ignored.example")], bodyCount: 13)
+        let list = block.withNV { nv, n in
+            (0..<n).map { i in
+                (String(decoding: UnsafeBufferPointer(start: nv[i].name, count: nv[i].namelen), as: UTF8.self),
+                 String(decoding: UnsafeBufferPointer(start: nv[i].value, count: nv[i].valuelen), as: UTF8.self))
+            }
+        }
+        #expect(list.map(\.0) == [":method", ":scheme", ":authority", ":path", "content-type", "x-evil", "authorization", "content-length"])
+        #expect(list.map(\.1) == ["POST", "https", "api.example", "/v1/chat/completions?x=%C3%BC", "application/json", "a  b", "Bearer k", "13"])
+        // A caller's Host becomes :authority; building again reuses the buffers.
+        block.build(method: "GET", scheme: "https", authority: "a", url: "https://a", target: 9..<9,
+                    headers: [("host", "b.example")], shared: nil, bodyCount: 0)
+        let again = block.withNV { nv, n in
+            (0..<n).map { String(decoding: UnsafeBufferPointer(start: nv[$0].value, count: nv[$0].valuelen), as: UTF8.self) }
+        }
+        #expect(again == ["GET", "https", "b.example", "/"])
     }
 }
