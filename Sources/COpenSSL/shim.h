@@ -16,6 +16,10 @@ static inline void veil_ssl_ctx_set_modes(SSL_CTX *ctx, int release_buffers) {
     SSL_CTX_set_mode(ctx, m);
 }
 
+/// A shared (HTTP/2) connection keeps its record buffers: it is always busy, and releasing them
+/// costs an allocation per read.
+static inline void veil_ssl_keep_buffers(SSL *s) { SSL_clear_mode(s, SSL_MODE_RELEASE_BUFFERS); }
+
 /// One read(2) per socket read instead of two (header, then body) per record.
 static inline void veil_ssl_ctx_set_read_ahead(SSL_CTX *ctx) { SSL_CTX_set_read_ahead(ctx, 1); }
 

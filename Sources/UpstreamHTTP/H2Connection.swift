@@ -147,11 +147,12 @@ final class H2Connection {
     func readAvailable() {
         let buffer = client.readBuffer
         var rounds = 0
-        while !closed && rounds < 64 {
+        reading: while !closed && rounds < 64 {
             rounds += 1
             switch conn.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, 64 * 1024)])) {
             case .data(let n):
                 guard let s = session else { return }
+                let drained = n < min(buffer.count, 64 * 1024) && !conn.hasBufferedInput
                 inRecv = true
                 let rc = buffer.baseAddress!.withMemoryRebound(to: UInt8.self, capacity: n) { nghttp2_session_mem_recv(s, $0, n) }
                 inRecv = false
@@ -160,6 +161,7 @@ final class H2Connection {
                 }
                 if flushWanted || nghttp2_session_want_write(s) != 0 { flush() }
                 if draining && streams.isEmpty { return close(nil) }
+                if drained { break reading }
             case .wouldBlock(let wantsWrite):
                 if wantsWrite { conn.readWantsWrite = true }
                 updateInterest()

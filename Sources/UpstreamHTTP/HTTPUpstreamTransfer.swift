@@ -315,6 +315,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 }
                 c.state = .multiplexed
                 c.h2 = h
+                tls.keepBuffers()
                 client.addH2(h)
                 if wasProbe { client.releaseH2Waiters(origin) }
                 attachH2(h)
@@ -435,6 +436,9 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 touch()
                 c.carry.removeAll(keepingCapacity: true)
                 process(c, UnsafeRawBufferPointer(rebasing: buffer[0..<(k + n)]))
+                // Drained (a short read, and nothing left inside TLS): epoll (level-triggered)
+                // says when more comes; another read now would only return EAGAIN.
+                if n < room && !c.hasBufferedInput { return }
             case .wouldBlock(let wantsWrite):
                 if wantsWrite {
                     c.readWantsWrite = true

@@ -189,6 +189,9 @@ final class TLSStream {
         return .failed(message)
     }
 
+    /// Keep the record buffers from now on (an HTTP/2 connection, shared by many streams).
+    func keepBuffers() { veil_ssl_keep_buffers(ssl) }
+
     /// The session was resumed (an abbreviated handshake).
     var resumed: Bool { SSL_session_reused(ssl) == 1 }
 

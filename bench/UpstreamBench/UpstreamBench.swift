@@ -79,6 +79,7 @@ struct UpstreamBench {
         } else {
             var s = HTTPUpstreamSettings()
             s.tls.caFile = ca
+            if getenv("VEIL_BENCH_TLS_KEEP_BUFFERS") != nil { s.tls.releaseBuffers = false }
             client = HTTPUpstreamClient(loop: loop, settings: s)
         }
         let shared = UpstreamHeaderBlock([("Authorization", "Bearer \(key)"), ("Accept-Encoding", "identity")])
