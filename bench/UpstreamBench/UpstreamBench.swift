@@ -9,7 +9,8 @@ import UpstreamHTTP
 // prints requests/s. Used by bench/upstream-client (requests/s, callgrind, DHAT).
 //
 //   upstream-bench --client native|curl --url http://127.0.0.1:P/v1/chat/completions
-//                  [--requests N] [--concurrency C] [--key K] [--events E (SSE, E events each)] [--ca FILE]
+//                  [--requests N] [--concurrency C] [--key K] [--events E (SSE, E events each)]
+//                  [--interval MS (between events)] [--ca FILE]
 
 /// Loop-thread only (`@unchecked Sendable` to be handed to the loop once).
 final class Driver: UpstreamDelegate, @unchecked Sendable {
@@ -54,7 +55,7 @@ final class Driver: UpstreamDelegate, @unchecked Sendable {
 struct UpstreamBench {
     static func main() {
         var kind = "native", url = "", requests = 10_000, concurrency = 32, key = "sk-bench-upstream-key"
-        var stream = false, ca: String?, events = 20
+        var stream = false, ca: String?, events = 20, interval = 0
         var args = CommandLine.arguments.dropFirst()
         while let a = args.popFirst() {
             switch a {
@@ -66,6 +67,7 @@ struct UpstreamBench {
             case "--stream": stream = true
             case "--ca": ca = args.popFirst()
             case "--events": events = Int(args.popFirst() ?? "") ?? events; stream = true
+            case "--interval": interval = Int(args.popFirst() ?? "") ?? interval
             default: print("unknown argument \(a)"); exit(2)
             }
         }
@@ -84,7 +86,7 @@ struct UpstreamBench {
         }
         let shared = UpstreamHeaderBlock([("Authorization", "Bearer \(key)"), ("Accept-Encoding", "identity")])
         let body = stream
-            ? #"{"model":"bench-model","stream":true,"bench_events":"# + String(events) + #","bench_interval_ms":0,"messages":[{"role":"user","content":"hi"}]}"#
+            ? #"{"model":"bench-model","stream":true,"bench_events":"# + String(events) + #","bench_interval_ms":"# + String(interval) + #","messages":[{"role":"user","content":"hi"}]}"#
             : #"{"model":"bench-model","messages":[{"role":"user","content":"Say something of about a kilobyte."}]}"#
         var req = UpstreamRequest(method: "POST", url: url, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
         req.sharedHeaders = shared
