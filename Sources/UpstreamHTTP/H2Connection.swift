@@ -74,7 +74,8 @@ final class H2Connection {
         if let s = session { nghttp2_session_del(s) }
     }
 
-    /// Streams the upstream allows at once (its SETTINGS; nghttp2 assumes 100 until they come).
+    /// Streams the upstream allows at once (its SETTINGS; unlimited until they come, capped here:
+    /// streams past the real limit wait inside nghttp2 for a free slot).
     var maxConcurrentStreams: Int {
         guard let s = session else { return 0 }
         let v = Int(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
