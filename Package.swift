@@ -20,6 +20,10 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev", "libnghttp2-dev"])]),
         // OpenSSL's libcrypto (already linked by libcurl): SHA-256 and constant-time comparison.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // OpenSSL's libssl for the upstream client's TLS, with typed wrappers around its macros.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
+        // nghttp2's sans-I/O HTTP/2 session for the upstream client (`mem_recv` / `mem_send` over its TLS).
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // zlib (already linked by libcurl): inflate for answers an upstream compressed anyway.
@@ -34,6 +38,9 @@ let package = Package(
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
         // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
         .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
+        // Veil's own upstream client (HTTP/1.1 over TCP or TLS, HTTP/2 by ALPN, on the reactor;
+        // pooled keep-alive, DNS off the loop), implementing Upstream's protocol-neutral seam.
+        .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL", "CNGHTTP2"]),
         // The store: records, backend protocols, SQLite (WAL), and the executor that runs a backend
         // on store threads with completions delivered on the asking loop.
         .target(name: "Store", dependencies: ["CSQLite"]),
@@ -63,6 +70,9 @@ let package = Package(
             .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
                          .when(platforms: [.linux], configuration: .release)),
         ]),
+        // Benchmark driver: one upstream client (libcurl's or Veil's own) against bench/upstream.c.
+        .executableTarget(name: "upstream-bench", dependencies: ["Reactor", "Upstream", "UpstreamHTTP"],
+                          path: "bench/UpstreamBench"),
 
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
@@ -70,6 +80,7 @@ let package = Package(
         .testTarget(name: "InflateTests", dependencies: ["Inflate"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
+        .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire", "CNGHTTP2"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate"]),
     ]
 )

@@ -58,6 +58,35 @@ for i, r in enumerate(reqs):
     blobs.append(bytes([1 + i % 16, 1]) + r)
 write("parser", blobs)
 
+# Response parser seeds: byte 0 = how the input is cut into reads, byte 1 = small limits (bit 0)
+# and a HEAD request (bit 1).
+TE = b"Transfer-Encoding: chunked\r\n"
+resps = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"id\":\"chat\"}",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + TE + b"\r\nb\r\ndata: one\n\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + TE + b"\r\n5;a=b;q=\"x y\"\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" + TE + b"\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    b"HTTP/1.1 200 OK\r\n" + TE + b"\r\nffffffffffffffff\r\n",
+    b"HTTP/2 200\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",
+]
+rb = []
+for i, r in enumerate(resps):
+    rb.append(bytes([0, 0]) + r)
+    rb.append(bytes([1 + i % 16, 1]) + r)
+    rb.append(bytes([3 + i % 13, 2]) + r)
+write("response", rb)
+
 KEY = "sk-FUZZKEY-0123456789abcdef"
 vids = [
     {"id": "4078", "object": "video", "status": "queued", "progress": 0, "created_at": 1762415032, "size": "720x720"},
