@@ -15,10 +15,7 @@ let package = Package(
     targets: [
         // C glue: epoll, accept4, eventfd, timerfd and signalfd are not exposed by Glibc's module map.
         .target(name: "CSystem"),
-        // libcurl (multi-socket API) with typed wrappers around its variadic setters.
-        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
-                       providers: [.apt(["libcurl4-openssl-dev", "libnghttp2-dev"])]),
-        // OpenSSL's libcrypto (already linked by libcurl): SHA-256 and constant-time comparison.
+        // OpenSSL's libcrypto: SHA-256 and constant-time comparison (the TLS client links it anyway).
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // OpenSSL's libssl for the upstream client's TLS, with typed wrappers around its macros.
         .systemLibrary(name: "COpenSSL", pkgConfig: "libssl", providers: [.apt(["libssl-dev"])]),
@@ -26,7 +23,7 @@ let package = Package(
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         // The system SQLite, used through a thin wrapper in Store.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
-        // zlib (already linked by libcurl): inflate for answers an upstream compressed anyway.
+        // zlib: inflate for answers an upstream compressed although Veil asked for identity.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Sans-I/O HTTP/1.1: request parser, the connection state machine, response serialiser.
@@ -36,8 +33,9 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["CSystem"]),
         // HTTP/1.1 connections on the reactor: thin drivers of HTTPWire's connection machine.
         .target(name: "HTTPServer", dependencies: ["Reactor", "HTTPWire", "CSystem"]),
-        // libcurl driven by the reactor (multi-socket API): upstream sockets share the loop's epoll.
-        .target(name: "Upstream", dependencies: ["Reactor", "CCurl", "HTTPWire"]),
+        // The upstream seam, protocol-neutral: request, head, bytes, finish; pause/resume/cancel;
+        // the address policy for caller-supplied URLs. No client in it.
+        .target(name: "Upstream", dependencies: ["Reactor", "HTTPWire"]),
         // Veil's own upstream client (HTTP/1.1 over TCP or TLS, HTTP/2 by ALPN, on the reactor;
         // pooled keep-alive, DNS off the loop), implementing Upstream's protocol-neutral seam.
         .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL", "CNGHTTP2"]),
@@ -51,7 +49,7 @@ let package = Package(
         // The gateway: the route table, admission (auth, limits), the upstream engine and the
         // endpoints' hooks, videos and characters, operations (metrics, readiness, logs), config.
         .target(name: "Gateway", dependencies: [
-            "HTTPServer", "HTTPWire", "Reactor", "Upstream", "Store",
+            "HTTPServer", "HTTPWire", "Reactor", "Upstream", "UpstreamHTTP", "Store",
             "CCrypto", "Translation", "Inflate",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
@@ -70,7 +68,7 @@ let package = Package(
             .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
                          .when(platforms: [.linux], configuration: .release)),
         ]),
-        // Benchmark driver: one upstream client (libcurl's or Veil's own) against bench/upstream.c.
+        // Benchmark driver: the upstream client alone against bench/upstream.c.
         .executableTarget(name: "upstream-bench", dependencies: ["Reactor", "Upstream", "UpstreamHTTP"],
                           path: "bench/UpstreamBench"),
 
@@ -79,7 +77,6 @@ let package = Package(
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
         .testTarget(name: "InflateTests", dependencies: ["Inflate"]),
         .testTarget(name: "StoreTests", dependencies: ["Store"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Reactor"]),
         .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire", "CNGHTTP2"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate"]),
     ]

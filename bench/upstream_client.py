@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Veil's own upstream client (UpstreamHTTP) vs libcurl's (Upstream), side by side, same run.
+"""Veil's upstream client (UpstreamHTTP) alone: requests/s, instructions, allocations (libcurl's,
+which it replaced, was measured side by side before its removal: BENCHMARKS.md).
 
 Each client runs alone on one event loop in `upstream-bench` (bench/UpstreamBench), sending the
 gateway's chat request (POST /v1/chat/completions, shared Authorization block, JSON body) to
@@ -140,11 +141,11 @@ def main():
             port, port2, ca, nginx_pid = start_nginx(tmp, up_port)
             targets.append(("TLS, HTTP/1.1 (nginx in front)", f"https://localhost:{port}/v1/chat/completions", ca))
             targets.append(("TLS, HTTP/2 (nginx in front, both clients negotiate h2 by ALPN)", f"https://localhost:{port2}/v1/chat/completions", ca))
-        clients = ["native", "curl"]
+        clients = ["native"]
         n1, n2 = map(int, a.ir_requests.split(","))
         e1, e2 = map(int, a.ir_events.split(","))
         m1, m2 = map(int, a.alloc_requests.split(","))
-        md = ["# Upstream client: Veil's own (UpstreamHTTP) vs libcurl", "",
+        md = ["# Upstream client: Veil's own (UpstreamHTTP)", "",
               f"One event loop per client, bench/upstream.c with 1 thread, {time.strftime('%Y-%m-%d %H:%M')}. "
               f"requests/s: median of {a.runs} runs of {a.requests} requests at concurrency {a.concurrency} "
               "(runs alternate between the clients). Instructions: callgrind, user space, whole bench process "
@@ -179,9 +180,7 @@ def main():
                 name = "Veil (UpstreamHTTP)" if c == "native" else "libcurl (Upstream)"
                 p, e, k, b = fig[c]
                 md.append(f"| {name} | {statistics.median(rps[c]):,.0f} | {', '.join(map(str, rps[c]))} | {p:,.0f} | {e:,.0f} | {k:.1f} | {b:,.0f} |")
-            ratio = statistics.median(rps["native"]) / statistics.median(rps["curl"])
-            md += ["", f"Veil/libcurl: {ratio:.2f}× requests/s, {fig['native'][0] / fig['curl'][0]:.2f}× instructions per request, "
-                   f"{fig['native'][1] / fig['curl'][1]:.2f}× per event.", ""]
+            md += [""]
         text = "\n".join(md) + "\n"
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         open(a.out, "w").write(text)

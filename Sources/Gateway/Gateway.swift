@@ -136,6 +136,6 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     /// Gives each loop its operations state and the metrics their server; before the server starts.
     public func attach(server: HTTPServer) {
         metrics.server = server
-        for c in contexts { c.ops = LoopOps(metrics: metrics, log: log) }
+        for c in contexts { c.ops = LoopOps(metrics: metrics, log: log, loop: c.loop) }
     }
 }

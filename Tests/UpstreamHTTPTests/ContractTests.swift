@@ -6,9 +6,8 @@ import Testing
 @testable import Upstream
 @testable import UpstreamHTTP
 
-// The libcurl client's tests (Tests/UpstreamTests/UpstreamClientTests.swift), ported to run
-// against both implementations of `UpstreamClientProtocol`: one suite, two clients. Where a
-// test looked at libcurl internals, the native client's equivalent is checked instead.
+// The upstream client's contract tests (they ran against libcurl's client too, until it was
+// removed): each runs against every `ClientKind`.
 
 private func ok(_ conn: ServerConn, _ body: String, extra: String = "") {
     conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)")
@@ -34,7 +33,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(rec.bodyText == "hello")
         #expect(server.lastRequest?.method == "GET")
         #expect(server.lastRequest?.path == "/models")
-        // libcurl's default "Accept: */*" is suppressed when the caller gives none.
+        // No default "Accept: */*" of the client's own when the caller gives none.
         #expect(server.lastRequest?.header("accept") == nil)
         #expect(h.onLoop { h.client.activeTransfers } == 0)
     }
@@ -303,7 +302,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         guard case .connect(let why)? = rec.finishes.first! else {
             Issue.record("expected .connect, got \(String(describing: rec.finishes))"); return
         }
-        // libcurl's own detail (its error buffer) follows its generic text.
+        // The detail (for the log) follows the generic text.
         #expect(why.contains(": "), "\(why)")
         #expect(rec.snapshot.head == nil)
     }
@@ -425,10 +424,8 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(rec.finishes.first! == nil)
     }
 
-    /// A stream holds its transfer for minutes: libcurl's error buffer goes once the head is in
-    /// (checked on the loop while the stream waits for its second event). A cut after that is
-    /// still `.broken`, named by libcurl's error text; a connect failure keeps its detail.
-    @Test(arguments: ClientKind.allCases) func errorBufferIsDroppedOnceTheHeadArrives(_ kind: ClientKind) {
+    /// A stream cut after its head is `.broken` with a reason; a connect failure keeps its detail.
+    @Test(arguments: ClientKind.allCases) func aCutAfterTheHeadIsBrokenAndAConnectFailureDetailed(_ kind: ClientKind) {
         let cut = DispatchSemaphore(value: 0)
         let server = TestServer { conn, _ in
             conn.send(chunkedHead)
@@ -444,11 +441,8 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         rec.onData = { _, total in if total == "data: one\n\n".utf8.count { gotOne.signal() } }
         h.start(UpstreamRequest(method: "GET", url: server.url + "/stream"), rec)
         #expect(gotOne.wait(timeout: .now() + 5) == .success)
-        // libcurl only: its error buffer is dropped once the head is in (nothing to drop natively).
-        let held = kind == .curl ? h.onLoop { (rec.transfer as? CurlTransfer)?.holdsErrorBuffer } : false
         cut.signal()
         #expect(rec.waitFinished())
-        #expect(held == false, "the error buffer outlived the head")
         guard case .broken(let why)? = rec.finishes.first! else {
             Issue.record("expected .broken, got \(String(describing: rec.finishes))"); return
         }
@@ -524,8 +518,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(server.requests.withLock { $0.count } == 3)
     }
 
-    /// libcurl says REMOVE after each transfer and IN before the next on the same connection;
-    /// the socket stays registered instead of costing two epoll_ctl per request.
+    /// A kept-alive socket stays registered between transfers: no epoll_ctl per request.
     @Test(arguments: ClientKind.allCases) func keptAliveSocketStaysRegisteredBetweenTransfers(_ kind: ClientKind) {
         let server = TestServer { conn, _ in ok(conn, "k"); return true }
         let h = LoopHarness(kind)
@@ -538,7 +531,6 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
             #expect(rec.bodyText == "k")
         }
         get()
-        if kind == .curl { #expect(h.onLoop { (h.client as! UpstreamClient).parkedSockets } == 1) }
         #expect(h.idleConnections == 1)
         let before = h.onLoop { h.loop.epollCtlCalls }
         for _ in 0..<20 { get() }
@@ -562,7 +554,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
             // The server's close arrives on the parked socket: it is unregistered, not spun on.
             var parked = -1
             for _ in 0..<200 {
-                parked = kind == .curl ? h.onLoop { (h.client as! UpstreamClient).parkedSockets } : h.idleConnections
+                parked = h.idleConnections
                 if parked == 0 { break }
                 usleep(5_000)
             }
@@ -574,9 +566,8 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(server.accepts.load(ordering: .relaxed) == 3)
     }
 
-    /// Idle upstream connections are capped at `maxCachedConnections` without libcurl's own cap
-    /// (which walks every connection, busy ones included, each time a transfer ends): transfers
-    /// beyond the cap close their connection when done; the ones kept are reused.
+    /// Idle upstream connections are capped (`maxIdleConnections`, nginx's `keepalive N`):
+    /// transfers beyond the cap close their connection when done; the ones kept are reused.
     @Test(arguments: ClientKind.allCases) func idleConnectionsAreCappedAndReused(_ kind: ClientKind) {
         let server = TestServer { conn, req in usleep(100_000); ok(conn, req.path); return true }
         let h = LoopHarness(kind, idleCap: 4)
@@ -617,9 +608,9 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(req?.header("x-pad") == "v")
     }
 
-    /// The shared block is linked behind each request's own lines, never copied or freed by a
-    /// transfer: its lines survive every transfer that used it, and libcurl's own Accept, Expect
-    /// and form Content-Type stay suppressed (a caller's own Accept is still sent).
+    /// The shared block is sent behind each request's own lines and survives every transfer that
+    /// used it; no Accept, Expect or form Content-Type of the client's own (a caller's own Accept
+    /// is sent); a value with CR/LF cannot inject a field.
     @Test(arguments: ClientKind.allCases) func sharedHeaderBlockFollowsOwnLinesAndOutlivesTransfers(_ kind: ClientKind) {
         let server = TestServer { conn, _ in ok(conn, "x"); return true }
         let h = LoopHarness(kind)

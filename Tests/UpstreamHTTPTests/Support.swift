@@ -12,9 +12,10 @@ import Testing
 
 func nowMillis() -> UInt64 { EventLoop.monotonicMillis() }
 
-/// The two implementations of `UpstreamClientProtocol`: every contract test runs against both.
+/// The implementations of `UpstreamClientProtocol` every contract test runs against (libcurl's ran
+/// them too until it was removed).
 enum ClientKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case curl, native
+    case native
     var testDescription: String { rawValue }
 }
 
@@ -182,25 +183,18 @@ final class LoopHarness: @unchecked Sendable {
     var client: UpstreamClientProtocol!
     var native: HTTPUpstreamClient { client as! HTTPUpstreamClient }
 
-    init(_ kind: ClientKind, native: HTTPUpstreamSettings = HTTPUpstreamSettings(), curl: UpstreamClientSettings = UpstreamClientSettings()) {
+    init(_ kind: ClientKind, native: HTTPUpstreamSettings = HTTPUpstreamSettings()) {
         self.kind = kind
         let loop = self.loop
         startThread(name: "test-loop") { loop.run() }
-        onLoop {
-            switch kind {
-            case .curl: self.client = UpstreamClient(loop: loop, settings: curl)
-            case .native: self.client = HTTPUpstreamClient(loop: loop, settings: native)
-            }
-        }
+        onLoop { self.client = HTTPUpstreamClient(loop: loop, settings: native) }
     }
 
-    /// The same idle-connection cap for either client.
+    /// A client with this idle-connection cap.
     convenience init(_ kind: ClientKind, idleCap: Int) {
         var n = HTTPUpstreamSettings()
         n.maxIdleConnections = idleCap
-        var c = UpstreamClientSettings()
-        c.maxCachedConnections = idleCap
-        self.init(kind, native: n, curl: c)
+        self.init(kind, native: n)
     }
 
     /// Runs `body` on the loop thread and waits (5 s at most) for its result.
@@ -245,15 +239,8 @@ final class LoopHarness: @unchecked Sendable {
         }
     }
 
-    /// Idle connections kept by the client (libcurl: its estimate).
-    var idleConnections: Int {
-        onLoop {
-            switch self.kind {
-            case .curl: return (self.client as! UpstreamClient).idleConnectionEstimate
-            case .native: return self.native.idleConnections
-            }
-        }
-    }
+    /// Idle connections kept by the client.
+    var idleConnections: Int { onLoop { self.native.idleConnections } }
 
     func shutdown() {
         onLoop { self.client = nil }

@@ -3,12 +3,11 @@ import Reactor
 import Upstream
 import UpstreamHTTP
 
-// upstream-bench: drives one upstream client (libcurl's `UpstreamClient` or Veil's own
-// `HTTPUpstreamClient`) on one event loop against bench/upstream.c, the way the gateway's chat
+// upstream-bench: drives Veil's upstream client (`HTTPUpstreamClient`) on one event loop against bench/upstream.c, the way the gateway's chat
 // path does (POST /v1/chat/completions with the shared Authorization block, a JSON body), and
 // prints requests/s. Used by bench/upstream-client (requests/s, callgrind, DHAT).
 //
-//   upstream-bench --client native|curl --url http://127.0.0.1:P/v1/chat/completions
+//   upstream-bench [--client native] --url http://127.0.0.1:P/v1/chat/completions
 //                  [--requests N] [--concurrency C] [--key K] [--events E (SSE, E events each)]
 //                  [--interval MS (between events)] [--ca FILE]
 
@@ -73,17 +72,14 @@ struct UpstreamBench {
         }
         guard !url.isEmpty else { print("--url is required"); exit(2) }
         let loop = EventLoop()
-        let client: UpstreamClientProtocol
-        if kind == "curl" {
-            var s = UpstreamClientSettings()
-            s.caInfoPath = ca
-            client = UpstreamClient(loop: loop, settings: s)
-        } else {
-            var s = HTTPUpstreamSettings()
-            s.tls.caFile = ca
-            if getenv("VEIL_BENCH_TLS_KEEP_BUFFERS") != nil { s.tls.releaseBuffers = false }
-            client = HTTPUpstreamClient(loop: loop, settings: s)
+        guard kind == "native" else {
+            print("--client \(kind): only Veil's own client is left (libcurl was removed; its figures are in BENCHMARKS.md)")
+            exit(2)
         }
+        var s = HTTPUpstreamSettings()
+        s.tls.caFile = ca
+        if getenv("VEIL_BENCH_TLS_KEEP_BUFFERS") != nil { s.tls.releaseBuffers = false }
+        let client: UpstreamClientProtocol = HTTPUpstreamClient(loop: loop, settings: s)
         let shared = UpstreamHeaderBlock([("Authorization", "Bearer \(key)"), ("Accept-Encoding", "identity")])
         let body = stream
             ? #"{"model":"bench-model","stream":true,"bench_events":"# + String(events) + #","bench_interval_ms":"# + String(interval) + #","messages":[{"role":"user","content":"hi"}]}"#

@@ -3,7 +3,7 @@ import Upstream
 
 extension APIError {
     /// How a transport failure is told to the caller: a stable, generic message and code (the
-    /// transport's detail — host, port, libcurl's words — goes to the log with the request id,
+    /// transport's detail — host, port, the client's words — goes to the log with the request id,
     /// never to the caller). 502 unreachable or broken, 504 too slow.
     static func upstream(_ error: UpstreamError) -> APIError {
         switch error {
