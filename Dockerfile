@@ -35,7 +35,7 @@ USER veil
 WORKDIR /var/lib/veil
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
+  CMD ["/usr/local/bin/veil", "healthcheck", "--port", "8080"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/veil"]
 CMD ["serve"]

@@ -58,6 +58,35 @@ for i, r in enumerate(reqs):
     blobs.append(bytes([1 + i % 16, 1]) + r)
 write("parser", blobs)
 
+# Response parser seeds: byte 0 = how the input is cut into reads, byte 1 = small limits (bit 0)
+# and a HEAD request (bit 1).
+TE = b"Transfer-Encoding: chunked\r\n"
+resps = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"id\":\"chat\"}",
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + TE + b"\r\nb\r\ndata: one\n\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + TE + b"\r\n5;a=b;q=\"x y\"\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" + TE + b"\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    b"HTTP/1.1 200 OK\r\n" + TE + b"\r\nffffffffffffffff\r\n",
+    b"HTTP/2 200\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",
+]
+rb = []
+for i, r in enumerate(resps):
+    rb.append(bytes([0, 0]) + r)
+    rb.append(bytes([1 + i % 16, 1]) + r)
+    rb.append(bytes([3 + i % 13, 2]) + r)
+write("response", rb)
+
 KEY = "sk-FUZZKEY-0123456789abcdef"
 vids = [
     {"id": "4078", "object": "video", "status": "queued", "progress": 0, "created_at": 1762415032, "size": "720x720"},
@@ -84,3 +113,39 @@ tb.append(json.dumps(errs[0], ensure_ascii=False).encode())
 tb.append(sse.encode())
 # byte 0 of a translation input picks the decoder and the chunking (see TranslationFuzz.swift)
 write("translation", [bytes([i]) + b for b in tb for i in range(0, 6)])
+
+# Modes 6-11 (SSE event filter, compressed streams, raw inflate, member names, end of stream).
+# Bytes 0x01-0x05 in a body expand to the key in clear and in four JSON-escaped forms.
+sse_events = [
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}',
+    b'data: {"id":"c1","choices":[{"delta":{"content":"line\\nnext \\"q\\" \\u00e9"}}],"usage":null}',
+    b'data: {"choices":[{"delta":{"content":"key \x02 and \x03"}}]}',
+    b'data: {"error":{"message":"bad \x04","\x05":1}}',
+    b': keep-alive',
+    b'event: message\ndata: {"a":\ndata: "\x03"}',
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}',
+    b'data: {"c":"\x01"}',
+    b'data: [DONE]',
+]
+streams = []
+for nl in (b"\n", b"\r\n", b"\r"):
+    streams.append(b"".join(e.replace(b"\n", nl) + nl + nl for e in sse_events))
+streams.append(b"data: {\"k\":\"sk-FUZZKEY-0123")                       # cut inside the key
+streams.append(b"data: [DONE]")                                           # [DONE] without its blank line
+bodies = [b'{"model":"a","MODEL":"b"}', b'{"model":"a","stream":true,"Stream":false}',
+          b'{"mod\\u0065l":"a","\\u017ftream":true}', b'{"model":"a","stream":true,"stream_options":{"include_usage":false,"x":1}}',
+          b'{"stream":true,"stream_options":null}', b'{"a":{"b":1,"B":2},"c":[{"d":1,"D":2}]}']
+blobs = []
+for s in streams:
+    for mode in (6, 7, 8, 11):
+        for b1 in (0, 5, 63):            # byte 1: piece sizes (and the compression format)
+            blobs.append(bytes([mode, b1]) + s)
+    blobs.append(bytes([8, 1, 2, 17, 0x40]) + s)   # one compressed byte flipped
+import gzip as _gz, zlib as _zl
+for s in streams[:1]:
+    blobs.append(bytes([9, 0]) + _gz.compress(s, mtime=0))
+    blobs.append(bytes([9, 1]) + _zl.compress(s))
+    blobs.append(bytes([9, 0]) + _gz.compress(b"\0" * 200000, 9, mtime=0))   # a small bomb
+for b in bodies:
+    blobs.append(bytes([10]) + b)
+write("translation", blobs)

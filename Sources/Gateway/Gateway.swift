@@ -59,6 +59,12 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         Route("POST", "/v1/chat/completions", body: .configured, ChatCompletions.start),
         Route("GET", "/v1/models", Models.list),
         Route("GET", "/v1/models/{id}", Models.retrieve),
+        Route("POST", "/v1/responses", body: .configured, Passthrough.start),
+        Route("POST", "/v1/embeddings", body: .configured, Passthrough.start),
+        Route("POST", "/v1/images/generations", body: .configured, Passthrough.start),
+        Route("POST", "/v1/moderations", body: .configured, Passthrough.start),
+        Route("POST", "/v1/audio/speech", body: .configured, Passthrough.start),
+        Route("POST", "/v1/audio/transcriptions", body: .configured, Passthrough.start),
 
         Route("POST", "/v1/videos", body: .configured, VideoRoutes.create),
         Route("GET", "/v1/videos", VideoRoutes.list),
@@ -66,7 +72,9 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         Route("DELETE", "/v1/videos/{id}", VideoRoutes.delete),
         Route("GET", "/v1/videos/{id}/content", VideoRoutes.content),
         // The SDK has these; the upstream can't: 4xx, never a 5xx the SDKs would retry.
-        Route("POST", "/v1/videos/{id}/remix", body: .answeredAtHead, VideoRoutes.unsupportedRemix),
+        Route("POST", "/v1/videos/{id}/remix", body: .answeredAtHead, VideoRoutes.unsupported("Remixing")),
+        Route("POST", "/v1/videos/edits", body: .answeredAtHead, VideoRoutes.unsupported("Editing a video")),
+        Route("POST", "/v1/videos/extensions", body: .answeredAtHead, VideoRoutes.unsupported("Extending a video")),
 
         Route("POST", "/v1/characters", body: .atMost(CharacterCreateInput.maxBodyBytes), CharacterRoutes.create),
         Route("GET", "/v1/characters", CharacterRoutes.list),
@@ -97,7 +105,8 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         }
         switch match {
         case .notFound:
-            let served = underV1 ? " Veil serves: \(routes.servedSummary)." : " Veil serves the OpenAI API under /v1."
+            let off = Set(Passthrough.supported).subtracting(x.snapshot.config.upstream.passthrough)
+            let served = underV1 ? " Veil serves: \(routes.servedSummary(disabled: off))." : " Veil serves the OpenAI API under /v1."
             x.fail(.notFound("Unknown route \(head.method) \(String(path.prefix(200))).\(served)"))
             return .answered
         case .methodNotAllowed(let allow):
@@ -152,6 +161,6 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     /// Gives each loop its operations state and the metrics their server; before the server starts.
     public func attach(server: HTTPServer) {
         metrics.server = server
-        for c in contexts { c.ops = LoopOps(metrics: metrics, log: log) }
+        for c in contexts { c.ops = LoopOps(metrics: metrics, log: log, loop: c.loop) }
     }
 }

@@ -11,7 +11,7 @@ public struct IOEvents: OptionSet, Sendable {
     /// Error or hang-up; always reported by epoll whether asked for or not.
     public static let hangup = IOEvents(rawValue: EPOLLERR.rawValue | EPOLLHUP.rawValue)
     /// The peer shut down its sending side (EPOLLRDHUP). Opt-in: level-triggered, it would spin
-    /// for a watcher that does not read (libcurl watching a socket for writes only).
+    /// for a watcher that does not read (a client watching a socket for writes only).
     public static let peerClosed = IOEvents(rawValue: EPOLLRDHUP.rawValue)
 }
 
@@ -54,7 +54,7 @@ public final class LoopTimer {
 }
 
 /// One epoll event loop, run by one thread. Everything registered with it (sockets, timers,
-/// libcurl transfers) is touched only from that thread, so nothing on the hot path takes a lock.
+/// upstream transfers) is touched only from that thread, so nothing on the hot path takes a lock.
 /// `execute(_:)` is the one thread-safe entry point (an eventfd wake-up).
 public final class EventLoop: @unchecked Sendable {
     public let id: Int
@@ -306,8 +306,8 @@ struct TimerHeap {
     }
 
     /// Drops cancelled timers and restores the heap order (Floyd's heapify, O(n)). Cancelled
-    /// timers otherwise stay until their deadline surfaces: libcurl's timer and every transfer's
-    /// stall check are re-armed or cancelled per request, with deadlines minutes away, so at a few
+    /// timers otherwise stay until their deadline surfaces: connection deadlines are re-armed or
+    /// cancelled per request, with deadlines minutes away, so at a few
     /// thousand requests a second the heap held hundreds of thousands of dead timers.
     mutating func sweep() {
         items.removeAll { !$0.isPending }

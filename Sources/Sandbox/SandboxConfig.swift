@@ -55,6 +55,10 @@ public enum SandboxFault: Sendable, Equatable {
     case cutStream
     /// 401 whose body and `X-Debug-Authorization` header echo the presented key.
     case echoKey
+    /// Exactly this answer: status, fields and body bytes (a compressed body, a stream with the key
+    /// escaped inside an event, a file host echoing the key in its headers). With `cutAfter`, the
+    /// head declares the whole body but only that many bytes are sent before the connection closes.
+    case raw(status: Int, headers: HTTPHeaders, body: [UInt8], cutAfter: Int? = nil)
 }
 
 /// A file part of a recorded form.

@@ -466,6 +466,17 @@ final class SandboxHandler: HTTPHandler, @unchecked Sendable {
             }
         case .echoKey:
             echoKey(request, res)
+        case .raw(let status, let headers, let body, let cutAfter):
+            var h = headers
+            h.replace("content-length", String(body.count))
+            res.sendHead(HTTPResponseHead(status: status, headers: h))
+            if let cut = cutAfter {
+                res.write(Array(body.prefix(cut)))
+                res.abort()
+            } else {
+                res.write(body)
+                res.end()
+            }
         }
     }
 

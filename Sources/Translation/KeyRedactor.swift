@@ -12,18 +12,32 @@
 /// Cost: when a chunk needs no change and nothing is held, `emit` gets the input range itself
 /// (no copy, no allocation). The search jumps between occurrences of the secret's first byte
 /// eight bytes at a time (SWAR), like memchr, and compares only at candidates.
+///
+/// End of stream (`finish`): the held bytes are a proper prefix of the secret that the stream
+/// ended inside. They are replaced by `replacement` when they are `minimumRedactedPrefix` bytes
+/// or longer (default 8), and released otherwise. So a stream cut inside the key gives away at
+/// most 7 of its bytes (for `sk-…` keys, 3 public ones and 4 of ~48 random ones), while a body
+/// that merely ends like the key begins (`…s`, `…sk-`: 1 in 256 binary files ends in `s`, and
+/// log lines end in `s` all the time) is not mangled. This is the one place where the output
+/// differs from a plain "replace all".
 public struct KeyRedactor: Sendable {
     public let secret: [UInt8]
     public let replacement: [UInt8]
+    /// Held-back bytes at least this long are redacted at `finish`, never released.
+    public let minimumRedactedPrefix: Int
     /// Bytes held back from earlier chunks: always a proper prefix of `secret` (or empty).
     public private(set) var held: [UInt8] = []
 
     /// Shared by every redactor (one per open stream): no allocation per stream.
     public static let defaultReplacement: [UInt8] = Array("[redacted]".utf8)
+    /// See the type's comment: longer cut prefixes are redacted, shorter ones released.
+    public static let defaultMinimumRedactedPrefix = 8
 
-    public init(secret: [UInt8], replacement: [UInt8] = KeyRedactor.defaultReplacement) {
+    public init(secret: [UInt8], replacement: [UInt8] = KeyRedactor.defaultReplacement,
+                minimumRedactedPrefix: Int = KeyRedactor.defaultMinimumRedactedPrefix) {
         self.secret = secret
         self.replacement = replacement
+        self.minimumRedactedPrefix = max(1, minimumRedactedPrefix)
     }
 
     public init(secret: String, replacement: String = "[redacted]") {
@@ -112,12 +126,17 @@ public struct KeyRedactor: Sendable {
         }
     }
 
-    /// Flushes the held-back bytes (end of stream: they turned out not to be the secret).
+    /// End of stream: the held-back bytes (a proper prefix of the secret) are redacted when at
+    /// least `minimumRedactedPrefix` long, released otherwise (see the type's comment).
     public mutating func finish(emit: (UnsafeRawBufferPointer) -> Void) {
         guard !held.isEmpty else { return }
         let h = held
         held = []
-        h.withUnsafeBytes { emit($0) }
+        if h.count >= minimumRedactedPrefix {
+            replacement.withUnsafeBytes { if !$0.isEmpty { emit($0) } }
+        } else {
+            h.withUnsafeBytes { emit($0) }
+        }
     }
 
     /// Convenience for `[UInt8]` chunks: returns the bytes that are final.
@@ -137,12 +156,32 @@ public struct KeyRedactor: Sendable {
     /// One-shot redaction of a complete buffer.
     public static func redact(_ bytes: [UInt8], secret: [UInt8],
                               replacement: [UInt8] = KeyRedactor.defaultReplacement) -> [UInt8] {
-        // The usual case — no key in the body — returns the same array: no copy, no allocation.
-        if secret.isEmpty || !contains(secret, in: bytes) { return bytes }
+        // The usual case — no key in the body, and no long key prefix at its end — returns the
+        // same array: no copy, no allocation.
+        if secret.isEmpty || (!contains(secret, in: bytes)
+            && longestSuffixPrefix(of: bytes, secret: secret) < defaultMinimumRedactedPrefix) {
+            return bytes
+        }
         var r = KeyRedactor(secret: secret, replacement: replacement)
         var out = r.process(bytes)
         out += r.finish()
         return out
+    }
+
+    /// The length of the longest suffix of `bytes` that is a proper prefix of `secret` (what a
+    /// streaming redactor would hold at the end when `bytes` holds no occurrence of `secret`).
+    static func longestSuffixPrefix(of bytes: [UInt8], secret: [UInt8]) -> Int {
+        guard secret.count > 1, !bytes.isEmpty else { return 0 }
+        var p = max(0, bytes.count - (secret.count - 1))
+        while p < bytes.count {
+            if bytes[p] == secret[0] {
+                var k = 1
+                while p + k < bytes.count, bytes[p + k] == secret[k] { k += 1 }
+                if p + k == bytes.count { return k }
+            }
+            p += 1
+        }
+        return 0
     }
 
     /// Whether `secret` (non-empty) occurs in `bytes`.

@@ -7,14 +7,19 @@ public struct TranslationError: Error, Sendable, Equatable, CustomStringConverti
         case invalidTimestamps
         /// The upstream answered with an explicit failure (`success:false`).
         case upstreamFailure
+        /// Two members whose names the upstream's decoder would take for one (`param` names it).
+        case ambiguousMember
     }
 
     public var kind: Kind
     public var message: String
+    /// The request member at fault, when there is one (the OpenAI envelope's `param`).
+    public var param: String?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, param: String? = nil) {
         self.kind = kind
         self.message = message
+        self.param = param
     }
 
     public var description: String { "\(kind.rawValue): \(message)" }

@@ -1,8 +1,9 @@
 import HTTPWire
 import Reactor
 
-// The contract between the gateway and the libcurl-driven client. The implementation is
-// `UpstreamClient` (UpstreamClient.swift): one libcurl multi handle per event loop.
+// The contract between the gateway and an upstream client, protocol-neutral: the gateway's
+// engine (`UpstreamEngine`) talks only to this. The implementation is `HTTPUpstreamClient`
+// (Sources/UpstreamHTTP): one per event loop, HTTP/1.1 or HTTP/2, plain or TLS.
 
 /// One request to send upstream. The body is sent as is (the gateway builds JSON/multipart).
 public struct UpstreamRequest: Sendable {
@@ -10,8 +11,8 @@ public struct UpstreamRequest: Sendable {
     public var url: String
     /// This request's own fields; `sharedHeaders` follows them.
     public var headers: [(name: String, value: String)]
-    /// Fields many requests send alike (the upstream's Authorization), built into libcurl's list
-    /// once and linked behind `headers` instead of copied per request.
+    /// Fields many requests send alike (the upstream's Authorization), encoded once by the
+    /// client and sent behind `headers` instead of copied per request.
     public var sharedHeaders: UpstreamHeaderBlock? = nil
     public var body: [UInt8]
     /// Connect phase (DNS + TCP + TLS).
@@ -30,7 +31,7 @@ public struct UpstreamRequest: Sendable {
     public var addressAllowList: [String] = []
     /// Allowed URL schemes ("http", "https").
     public var allowedSchemes: [String] = ["http", "https"]
-    /// libcurl's receive buffer for this transfer, 1 KiB…512 KiB (nil = the client's setting,
+    /// The client's read size for this transfer, 1 KiB…512 KiB (nil = the client's setting,
     /// 16 KiB). It is held for the whole transfer: small for long-lived streams (memory per
     /// stream), large for bulk downloads (fewer reads and callbacks).
     public var receiveBufferBytes: Int? = nil
@@ -98,7 +99,7 @@ public protocol UpstreamTransfer: AnyObject {
     func cancel()
 }
 
-/// A libcurl multi handle bound to one event loop.
+/// An upstream client bound to one event loop.
 public protocol UpstreamClientProtocol: AnyObject {
     func start(_ request: UpstreamRequest, delegate: UpstreamDelegate) -> UpstreamTransfer
     /// Transfers running now (metrics, tests).

@@ -26,7 +26,8 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 /// Runs a stream through hooks the way the engine does: filter every chunk, then the ending.
 func stream<H: UpstreamHooks>(_ hooks: inout H, _ chunks: [String], error: UpstreamError? = nil) -> (out: String, ending: StreamEnding) {
     var out: [UInt8] = []
-    for c in chunks { bytes(c).withUnsafeBytes { hooks.filter($0) { out.append(contentsOf: $0) } } }
+    for c in chunks { _ = bytes(c).withUnsafeBytes { hooks.filter($0) { out.append(contentsOf: $0) } } }
+    hooks.flush { out.append(contentsOf: $0) }
     let ending = hooks.streamEnded(error)
     return (String(decoding: out, as: UTF8.self), ending)
 }
@@ -67,11 +68,14 @@ extension Outcome {
     }
 
     @Test func theUpstreamRequestCarriesTheBodyAsIsAndTheKeyOnlyInTheSharedBlock() throws {
+        let plain = #"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#
+        #expect(try make(plain).get().makeRequest().get().body == bytes(plain))
+        // A stream always asks the upstream for usage (Veil needs the counts): only that member changes.
         let body = #"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         let h = try make(body).get()
         let r = try h.makeRequest().get()
         #expect(r.url == "http://upstream.test/v1/chat/completions")
-        #expect(r.body == bytes(body))
+        #expect(r.body == bytes(#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#))
         #expect(!r.headers.contains { $0.name.lowercased() == "authorization" })
         #expect(r.sharedHeaders?.fields.first { $0.name == "authorization" }?.value == "Bearer \(hookKey)")
         #expect(h.stream && h.model == "gpt-4o-mini")
@@ -89,9 +93,34 @@ extension Outcome {
         let events = ["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
                       "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n", "data: [DONE]\n\n"]
         let (out, ending) = stream(&h, events)
-        #expect(out == events.joined())                     // byte for byte
+        // The caller did not ask for the usage chunk: it is read, then removed; every other byte as sent.
+        #expect(out == events[0] + events[2])
         guard case .end = ending else { Issue.record("\(ending)"); return }
         #expect(h.usage == Usage(promptTokens: 3, completionTokens: 2, totalTokens: 5))
+        // One who asked gets it.
+        var asked = try make(#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#).get()
+        _ = asked.onHead(head(200, [("content-type", "text/event-stream")]))
+        #expect(stream(&asked, events).out == events.joined())
+    }
+
+    @Test func ambiguousMembersAreRefusedNamingThem() {
+        for (body, param) in [(#"{"model":"a","MODEL":"b","messages":[]}"#, "MODEL"), (#"{"model":"a","Model":"b","messages":[]}"#, "Model"),
+                              (#"{"model":"a","model":"b","messages":[]}"#, "model"), (#"{"model":"a","Stream":true,"messages":[]}"#, "Stream"),
+                              (#"{"model":"a","stream":true,"stream_options":{"include_usage":false,"INCLUDE_USAGE":true},"messages":[]}"#, "stream_options.INCLUDE_USAGE")] {
+            guard case .failure(let e) = make(body) else { Issue.record("\(body) passed"); continue }
+            #expect(e.status == 400 && e.type == "invalid_request_error" && e.code == "ambiguous_member", "\(body)")
+            #expect(e.param == param, "\(body): \(e.param ?? "nil")")
+        }
+    }
+
+    @Test func aKeyEscapedInsideAnEventNeverReachesTheCaller() throws {
+        var h = try make(#"{"model":"m","stream":true,"messages":[]}"#).get()
+        _ = h.onHead(head(200, [("content-type", "text/event-stream")]))
+        #expect(h.redactsStream)
+        let escaped = hookKey.unicodeScalars.map { String(format: "\\u%04x", $0.value) }.joined()
+        let (out, _) = stream(&h, ["data: {\"choices\":[{\"delta\":{\"content\":\"\(escaped)\"}}]}\n\n", "data: [DONE]\n\n"])
+        #expect(!out.contains(hookKey) && !out.contains(escaped))
+        #expect(out.contains("[redacted]"))
     }
 
     @Test func aStreamCutOrWithoutDoneEndsWithAnErrorEvent() throws {

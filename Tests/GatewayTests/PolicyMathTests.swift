@@ -191,8 +191,9 @@ import Store
         #expect(Route.methodLabel("PATCH") == "PATCH")
         // Every metric label is a template from the table (never a caller's path).
         for r in table.routes { #expect(r.metricLabel == r.template) }
-        #expect(table.servedSummary.contains("POST /v1/chat/completions"))
-        #expect(!table.servedSummary.contains("/healthz"))
+        #expect(table.servedSummary().contains("POST /v1/chat/completions"))
+        #expect(!table.servedSummary().contains("/healthz"))
+        #expect(!table.servedSummary(disabled: ["/v1/embeddings"]).contains("embeddings"))
     }
 }
 

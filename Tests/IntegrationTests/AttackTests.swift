@@ -138,7 +138,8 @@ import Testing
         let r = try reader.readResponse(isHead: false)
         #expect(r.status == 401)
         RawHTTPClient.sendAll(fd, [UInt8](repeating: 0x41, count: 20_971_520))
-        #expect(waitUntil(5) { veil.stdout.contains("\"status\":401") })
+        // Access lines are buffered per loop (log.flush_ms): wait for both.
+        #expect(waitUntil(5) { veil.stdout.split(separator: "\n").filter { $0.contains("\"status\":401") }.count == 2 })
         let lines = veil.stdout.split(separator: "\n").filter { $0.contains("/v1/chat/completions") }
         #expect(lines.count == 2 && lines.allSatisfy { $0.contains("\"bytes_in\":0") }, "\(lines)")
         #expect(sandbox.requests().isEmpty)

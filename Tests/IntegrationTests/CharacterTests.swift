@@ -222,7 +222,10 @@ import Testing
         expectClean(list, h)
         // Unusable in mobile's prompts, however it is written.
         let videosBefore = h.sandbox.count("POST", "/v1/videos")
-        for prompt in ["@dave.w dancing", "with @DAVE.W.", "x@dave.w waves", "mail@dave.w.com", "@@dave.w", "(@dave.w)", "@dave.w.then"] {
+        // Full-width `＠` and letters, and names split by invisible format characters, too (NFKC and
+        // Cf removal before matching).
+        for prompt in ["@dave.w dancing", "with @DAVE.W.", "x@dave.w waves", "mail@dave.w.com", "@@dave.w", "(@dave.w)", "@dave.w.then",
+                       "\u{FF20}dave.w waves", "@da\u{200B}ve.w waves", "@\u{FF44}\u{FF41}\u{FF56}\u{FF45}.w", "@dav\u{00AD}e.w", "@d\u{2060}ave.w"] {
             let r = try h.post("/v1/videos", team: "mobile", json: #"{"model":"sora-2","prompt":"\#(prompt)"}"#)
             #expect(r.status == 403, "\(prompt): \(r.text)")
             #expect(errorCode(r) == "character_not_owned")

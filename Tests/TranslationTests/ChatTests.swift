@@ -35,71 +35,20 @@ import Testing
         + "data:{\"choices\":[{\"delta\":{\"content\":\"the word \\\"usage\\\" in text\"}}]}\n\n"
         + "data: [DONE]\n\n"
 
-    @Test func sseEverySplit() {
-        let bytes = Array(Self.stream.utf8)
-        for cut in 0...bytes.count {
-            var s = SSEUsageScanner()
-            s.feed(Array(bytes[..<cut]))
-            s.feed(Array(bytes[cut...]))
-            s.finish()
-            #expect(s.usage == Usage(promptTokens: 3, completionTokens: 4, totalTokens: 7), "cut \(cut)")
-            #expect(s.sawDone)
-        }
-        var one = SSEUsageScanner()
-        for b in bytes { one.feed([b]) }
-        #expect(one.usage?.totalTokens == 7 && one.sawDone)
-    }
-
-    @Test func sseKeepsLastUsageAndSkipsLongLines() {
-        var s = SSEUsageScanner(maxLineBytes: 100)
-        s.feed(Array("data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n".utf8))
-        let long = "data: {\"pad\":\"\(String(repeating: "x", count: 200))\",\"usage\":{\"total_tokens\":99}}\n"
-        let lb = Array(long.utf8)
-        s.feed(Array(lb[..<50])); s.feed(Array(lb[50..<150])); s.feed(Array(lb[150...]))
-        #expect(s.usage?.totalTokens == 2)
-        s.feed(Array(long.utf8))
-        #expect(s.usage?.totalTokens == 2)
-        s.feed(Array("data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}".utf8))
-        #expect(s.usage?.totalTokens == 2)
-        s.finish()
-        #expect(s.usage?.totalTokens == 11)
-        #expect(!s.sawDone)
-    }
-
-    /// The eight-bytes-a-step line-end search agrees with a naive one at every offset.
-    @Test func firstLineEndMatchesNaive() {
-        var rng = SplitMix(state: 11)
-        let alphabet: [UInt8] = [0x0A, 0x0D, 0x61, 0x8A, 0x8D, 0x00, 0x0B]
-        for _ in 0..<500 {
-            let s = (0..<Int.random(in: 0...40, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
-            s.withUnsafeBytes { b in
-                for from in 0...s.count {
-                    let naive = s.indices.first { $0 >= from && (s[$0] == 0x0A || s[$0] == 0x0D) }
-                    let fast = b.baseAddress.flatMap { firstLineEnd(in: $0, from: from, count: s.count) }
-                    #expect(fast == naive, "\(s) from \(from)")
-                }
-            }
-        }
-    }
-
-    /// The `"usage"` key found wherever it sits in a data line, and only as that exact key.
-    @Test func usageKeyAnywhereInTheLine() {
+    /// The stream's usage (read by `SSEEventFilter`, which replaced the line scanner: its every-split
+    /// and random-stream tests are in SSEEventFilterTests) wherever `"usage"` sits in an event, only
+    /// as that exact key, and nested in the Responses API's `response.completed`.
+    @Test func usageKeyAnywhereInTheEventAndInResponsesCompleted() throws {
         for line in [#"data: {"usage":{"total_tokens":5}}"#, #"data:{"a":"g","usage":{"total_tokens":5}}"#,
-                     #"data: {"choices":[{"delta":{"content":"gggg usag"}}],"usage":{"total_tokens":5}}"#] {
-            var s = SSEUsageScanner()
-            s.feed(Array((line + "\n").utf8))
-            #expect(s.usage?.totalTokens == 5, "\(line)")
+                     #"data: {"choices":[{"delta":{"content":"gggg usag"}}],"usage":{"total_tokens":5}}"#,
+                     #"data: {"type":"response.completed","response":{"id":"r","usage":{"input_tokens":2,"output_tokens":3,"total_tokens":5}}}"#] {
+            var f = SSEEventFilter(secret: Array("sk-secret-key-0123".utf8))
+            _ = try f.process(Array((line + "\n\n").utf8))
+            #expect(f.usage?.totalTokens == 5, "\(line)")
         }
-        var none = SSEUsageScanner()
-        none.feed(Array(#"data: {"usages":{"total_tokens":5},"xusage":1}"#.utf8) + [0x0A])
+        var none = SSEEventFilter(secret: Array("sk-secret-key-0123".utf8))
+        _ = try none.process(Array(#"data: {"usages":{"total_tokens":5},"xusage":1}"#.utf8) + [0x0A, 0x0A])
         #expect(none.usage == nil)
-    }
-
-    @Test func sseGarbageDoesNotCrash() {
-        var rng = SplitMix(state: 3)
-        var s = SSEUsageScanner(maxLineBytes: 64)
-        let pieces = ["data: ", "{", "\"usage\"", ":", "}", "\n", "\r", "[DONE]", "\u{0}", "中"]
-        for _ in 0..<3000 { s.feed(Array(pieces.randomElement(using: &rng)!.utf8)) }
-        s.finish()
+        #expect(Usage(try JSONValue.parse(Array(#"{"input_tokens":2,"output_tokens":3}"#.utf8))) == Usage(promptTokens: 2, completionTokens: 3, totalTokens: 5))
     }
 }

@@ -166,3 +166,93 @@ struct SplitMix: RandomNumberGenerator {
         }
     }
 }
+
+/// Reference for `finish`: replace-all, then a tail after the last match that is a proper prefix
+/// of the key and at least `minimum` long is replaced too.
+func naiveRedactCut(_ s: [UInt8], _ key: [UInt8], _ rep: [UInt8], minimum: Int) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = 0
+    while i < s.count {
+        if i + key.count <= s.count, Array(s[i..<i + key.count]) == key {
+            out += rep
+            i += key.count
+            continue
+        }
+        // A suffix from here on that is a proper prefix of the key is the cut tail.
+        if s.count - i < key.count, Array(key.prefix(s.count - i)) == Array(s[i...]) {
+            out += s.count - i >= minimum ? rep : Array(s[i...])
+            return out
+        }
+        out.append(s[i])
+        i += 1
+    }
+    return out
+}
+
+@Suite struct KeyRedactorCutTests {
+    static let key = Array("sk-5D7uABCdefGHIjkl0123456789".utf8)
+    static let rep = Array("[redacted]".utf8)
+
+    /// A stream that ends inside the key: a prefix of 8 bytes or more is redacted, never
+    /// released; a shorter one is released (this failed before: all but the last byte leaked).
+    @Test func aStreamCutInsideTheKeyReleasesNoLongPrefix() {
+        let head = Array("data: {\"error\":\"bad key ".utf8)
+        for l in 1..<Self.key.count {
+            let body = head + Self.key.prefix(l)
+            let want = l >= 8 ? head + Self.rep : body
+            for cut in 0...body.count {
+                let got = streamed([Array(body[..<cut]), Array(body[cut...])], key: Self.key)
+                #expect(got == want, "prefix \(l) cut \(cut)")
+            }
+            #expect(streamed(body.map { [$0] }, key: Self.key) == want, "prefix \(l) byte by byte")
+            #expect(KeyRedactor.redact(body, secret: Self.key) == want, "prefix \(l) one-shot")
+            if l >= 8 {
+                #expect(!String(decoding: KeyRedactor.redact(body, secret: Self.key), as: UTF8.self)
+                    .contains(String(decoding: Self.key.prefix(8), as: UTF8.self)))
+            }
+        }
+    }
+
+    /// Bodies that only end like the key begins stay intact (binary files, log lines).
+    @Test func shortEndingsAreKept() {
+        #expect(KeyRedactor.redact("1 tokens", secret: "sk-5D7uABCdefGHIjkl0123456789") == "1 tokens")
+        #expect(KeyRedactor.redact("keys look like sk-", secret: "sk-5D7uABCdefGHIjkl0123456789") == "keys look like sk-")
+        #expect(KeyRedactor.redact("x sk-5D7uABC", secret: "sk-5D7uABCdefGHIjkl0123456789") == "x [redacted]")
+        let binary: [UInt8] = [0, 1, 2, 0x73]
+        #expect(KeyRedactor.redact(binary, secret: Self.key) == binary)
+    }
+
+    /// Every chunking of random inputs agrees with the reference, with the rule at small sizes.
+    @Test(arguments: [1, 2, 3, 5])
+    func randomisedAgainstCutReference(_ minimum: Int) {
+        var rng = SplitMix(state: UInt64(minimum) * 7919)
+        let alphabet = Array("aab".utf8)
+        for _ in 0..<1500 {
+            let key = (0..<Int.random(in: 1...7, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let s = (0..<Int.random(in: 0...30, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            var r = KeyRedactor(secret: key, replacement: [0x2A], minimumRedactedPrefix: minimum)
+            var out: [UInt8] = []
+            var i = 0
+            while i < s.count {
+                let l = Int.random(in: 0...4, using: &rng)
+                out += r.process(Array(s[i..<min(s.count, i + l)]))
+                i += l
+            }
+            out += r.finish()
+            #expect(out == naiveRedactCut(s, key, [0x2A], minimum: minimum), "key \(key) s \(s)")
+        }
+    }
+
+    @Test func longestSuffixPrefixMatchesTheHeldBytes() {
+        var rng = SplitMix(state: 5)
+        let alphabet = Array("ab".utf8)
+        for _ in 0..<1000 {
+            let key = (0..<Int.random(in: 1...6, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let s = (0..<Int.random(in: 0...12, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            guard !KeyRedactor.contains(key, in: s) else { continue }
+            var r = KeyRedactor(secret: key)
+            _ = r.process(s)
+            #expect(KeyRedactor.longestSuffixPrefix(of: s, secret: key) == r.held.count, "key \(key) s \(s)")
+        }
+    }
+}

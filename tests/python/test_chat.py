@@ -42,3 +42,23 @@ def test_wrong_token_is_401(veil):
     with pytest.raises(openai.AuthenticationError) as e:
         bad.models.list()
     assert e.value.status_code == 401
+
+
+def test_stream_usage_chunk_only_when_asked(client):
+    """OpenAI sends the final usage chunk (empty `choices`) only with `include_usage`; the upstream
+    always does. Veil asks for it, reads it, and drops it for callers who did not ask."""
+    plain = list(client.chat.completions.create(model="gpt-3.5-turbo", stream=True,
+                                                messages=[{"role": "user", "content": "Hello"}]))
+    assert all(c.choices for c in plain)
+    assert all(c.usage is None for c in plain)
+    asked = list(client.chat.completions.create(model="gpt-3.5-turbo", stream=True,
+                                                stream_options={"include_usage": True},
+                                                messages=[{"role": "user", "content": "Hello"}]))
+    assert asked[-1].choices == [] and asked[-1].usage.total_tokens > 0
+
+
+def test_ambiguous_members_are_refused(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"MODEL": "gpt-4o"})
+    assert e.value.code == "ambiguous_member" and e.value.param == "MODEL"

@@ -18,24 +18,15 @@ PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 SH_BLOCKS = re.findall(r"```sh\n(.*?)```", README, flags=re.S)
 CURL = next(b for b in SH_BLOCKS if b.lstrip().startswith("curl -N http://127.0.0.1:8080/v1/chat/completions"))
 
-# The stream ends with the upstream's usage chunk (`choices: []`), which OpenAI sends only when
-# `stream_options.include_usage` is set; `chunk.choices[0]` then raises IndexError. The gateway
-# is to drop that chunk for callers who did not ask (issue 14): then this passes, strict xfail
-# turns that into a failure, and the mark must go.
-class UsageChunkReachedCaller(Exception):
-    """The example died on `chunk.choices[0]` of a chunk without choices: the usage chunk."""
-
-
-USAGE_CHUNK = pytest.mark.xfail(
-    strict=True, raises=UsageChunkReachedCaller,
-    reason="gateway still forwards the usage chunk to callers who did not ask (issue 14); remove this mark when it drops it")
+# The upstream always ends a stream with a usage chunk (`choices: []`), which OpenAI sends only
+# when `stream_options.include_usage` is set; the README's streaming example reads
+# `chunk.choices[0]`, so it runs only because Veil drops that chunk for callers who did not ask.
 
 
 def _params():
     out = []
     for i, code in enumerate(PY_BLOCKS):
-        marks = [USAGE_CHUNK] if "stream=True" in code and "chunk.choices[0]" in code else []
-        out.append(pytest.param(code, id=f"python-block-{i}", marks=marks))
+        out.append(pytest.param(code, id=f"python-block-{i}"))
     return out
 
 
@@ -55,8 +46,6 @@ def _workdir(tmp_path):
 def test_python_example_runs_as_written(code, veil_process, tmp_path):
     code = code.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{veil_process.port}")
     r = subprocess.run([sys.executable, "-c", code], cwd=_workdir(tmp_path), capture_output=True, text=True, timeout=90)
-    if r.returncode != 0 and "chunk.choices[0]" in code and "IndexError: list index out of range" in r.stderr:
-        raise UsageChunkReachedCaller(r.stderr[-600:])
     assert r.returncode == 0, r.stderr[-2000:]
     if "videos.create" in code:
         mp4 = (tmp_path / "boat.mp4").read_bytes()

@@ -1,6 +1,6 @@
 import CCrypto
 
-/// Lower-case hex SHA-256 of `text` (OpenSSL's libcrypto, already linked by libcurl).
+/// Lower-case hex SHA-256 of `text` (OpenSSL's libcrypto).
 public func sha256Hex(_ text: String) -> String {
     let d = sha256Digest(Substring(text))
     let hex: [UInt8] = Array("0123456789abcdef".utf8)

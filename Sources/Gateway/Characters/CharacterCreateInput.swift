@@ -22,6 +22,13 @@ struct CharacterCreateInput: Equatable {
         guard ct.isEmpty || ct.hasPrefix("application/json") else {
             return .failure(APIError(400, "The body must be JSON (Content-Type: application/json).", code: "invalid_json"))
         }
+        do throws(TranslationError) {
+            if let name = try JSONParser.ambiguousTopLevelMember(body, reading: decisionMembers) {
+                return .failure(ambiguous(name))
+            }
+        } catch {
+            return .failure(APIError(400, "The body must be a JSON object.", code: "invalid_json"))
+        }
         let v: JSONValue
         do { v = try JSONValue.parse(body) } catch {
             return .failure(APIError(400, "The body must be a JSON object.", code: "invalid_json"))
@@ -60,6 +67,13 @@ struct CharacterCreateInput: Equatable {
         }
         return .success(CharacterCreateInput(videoID: video, upstreamVideoID: upstreamVideo, name: name,
                                              description: description, timestamps: ts))
+    }
+
+    /// The members Veil reads (and so decides on).
+    static let decisionMembers: Set<String> = ["video_id", "name", "description", "timestamps"]
+
+    static func ambiguous(_ name: String) -> APIError {
+        APIError(400, "The member `\(name)` is given more than once (names are compared ignoring case).", param: name, code: "ambiguous_member")
     }
 
     static func missing(_ p: String) -> APIError {

@@ -258,7 +258,7 @@ enum CharacterRoutes {
 
     // MARK: @name isolation
 
-    /// The first of `candidates` (names a prompt may mention, see `characterNameCandidates`)
+    /// The first of `candidates` (names a prompt may mention, see `mentionCandidates`)
     /// that belongs to a character another team owns, or nil. Names no character has, and the
     /// team's own, pass. Runs on a store thread.
     static func foreignCharacter(among candidates: [String], team: String, in db: any StoreBackend) throws -> String? {

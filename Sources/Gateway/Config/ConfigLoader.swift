@@ -33,7 +33,8 @@ public enum ConfigLoader {
         c.shutdownGraceMillis = try r.int(top, "shutdown_grace_ms", min: 0, max: 3_600_000) ?? c.shutdownGraceMillis
 
         if let u = try r.section(top, "upstream", allowed: ["base_url", "api_key", "connect_timeout_ms", "request_timeout_ms",
-                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field", "model_suffixes"]) {
+                                                             "stall_timeout_ms", "max_response_bytes", "key_in_size_field", "model_suffixes",
+                                                             "passthrough", "ca_file", "tls_verify", "http2", "max_idle_connections"]) {
             c.upstream.baseURL = try r.string(u, "upstream.base_url") ?? c.upstream.baseURL
             if requireUpstreamKey { c.upstream.apiKey = try r.string(u, "upstream.api_key") ?? c.upstream.apiKey }
             c.upstream.connectTimeoutMillis = try r.int(u, "upstream.connect_timeout_ms", min: 1, max: 600_000) ?? c.upstream.connectTimeoutMillis
@@ -44,6 +45,15 @@ public enum ConfigLoader {
             c.upstream.modelSuffixes = try r.strings(u, "upstream.model_suffixes") ?? c.upstream.modelSuffixes
             if c.upstream.modelSuffixes.contains(where: { $0.isEmpty || $0.utf8.count > 64 }) {
                 throw ConfigError("upstream.model_suffixes", "suffixes must be 1 to 64 characters")
+            }
+            c.upstream.passthrough = try r.strings(u, "upstream.passthrough") ?? c.upstream.passthrough
+            c.upstream.caFile = try r.string(u, "upstream.ca_file") ?? c.upstream.caFile
+            c.upstream.tlsVerify = try r.bool(u, "upstream.tls_verify") ?? c.upstream.tlsVerify
+            c.upstream.http2 = try r.string(u, "upstream.http2") ?? c.upstream.http2
+            guard ["auto", "off"].contains(c.upstream.http2) else { throw ConfigError("upstream.http2", "must be `auto` or `off`") }
+            c.upstream.maxIdleConnections = try r.int(u, "upstream.max_idle_connections", min: 0, max: 100_000) ?? c.upstream.maxIdleConnections
+            for p in c.upstream.passthrough where !Passthrough.supported.contains(p) {
+                throw ConfigError("upstream.passthrough", "`\(p)` is not an endpoint Veil can pass through (one of \(Passthrough.supported.joined(separator: ", ")))")
             }
         }
         if let l = try r.section(top, "limits", allowed: ["request_line_bytes", "header_bytes", "header_count", "body_bytes",
@@ -111,7 +121,9 @@ public enum ConfigLoader {
                 throw ConfigError("characters.time_zone", "`\(c.characters.timeZone)` is not a zone Veil can read: use a fixed-offset zone such as Asia/Shanghai or UTC, or ±HH:MM")
             }
         }
-        if let lg = try r.section(top, "log", allowed: ["level", "prompts", "access", "format"]) {
+        if let lg = try r.section(top, "log", allowed: ["level", "prompts", "access", "format", "buffer_bytes", "flush_ms"]) {
+            c.log.bufferBytes = try r.int(lg, "log.buffer_bytes", min: 0, max: 16 << 20) ?? c.log.bufferBytes
+            c.log.flushMillis = try r.int(lg, "log.flush_ms", min: 1, max: 60_000) ?? c.log.flushMillis
             c.log.level = try r.string(lg, "log.level") ?? c.log.level
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(c.log.level) else {
                 throw ConfigError("log.level", "must be one of trace, debug, info, notice, warning, error, critical")

@@ -37,6 +37,18 @@ public struct GatewayConfig: Sendable {
         public var keyInSizeField = true
         /// Suffixes the upstream appends to model names (`sora-2-yijia`), removed in `/v1/models`.
         public var modelSuffixes = ["-yijia"]
+        /// A PEM file of extra trusted CAs for an `https://` upstream (added to the system store).
+        public var caFile: String? = nil
+        /// Certificate verification of an `https://` upstream. Off only for a test upstream with a
+        /// self-signed certificate: Veil then logs a warning at every start.
+        public var tlsVerify = true
+        /// HTTP/2 to an `https://` upstream when it offers it by ALPN (`auto`), or never (`off`).
+        public var http2 = "auto"
+        /// Idle upstream connections kept per event loop (nginx's `keepalive N`).
+        public var maxIdleConnections = 256
+        /// OpenAI endpoints passed through to the upstream as they are (key injected, answers
+        /// redacted, the team's allow-list and limits applied): a subset of `Passthrough.supported`.
+        public var passthrough = Passthrough.supported
     }
 
     public struct LimitSettings: Sendable {
@@ -136,6 +148,10 @@ public struct GatewayConfig: Sendable {
         public var access = true
         /// Operations log format: `text` or `json`; nil = text when stderr is a terminal, else JSON.
         public var format: LogFormat? = nil
+        /// Access lines are gathered per event loop and written when this many bytes are waiting
+        /// or `flushMillis` after the first, and at shutdown (nginx's `access_log … buffer= flush=`).
+        public var bufferBytes = 64 * 1024
+        public var flushMillis = 1_000
     }
 
     public struct CORSSettings: Sendable {

@@ -1,4 +1,5 @@
 import HTTPWire
+import Inflate
 import Translation
 import Upstream
 
@@ -7,8 +8,12 @@ import Upstream
 /// - starting the transfer (the configuration's timeouts applied), cancelling it when the client
 ///   leaves, and back-pressure (a slow client pauses the transfer, its draining resumes it);
 /// - latency (`upstream_ms`), the stream metrics, the size cap of buffered answers;
-/// - key redaction: every streamed byte passes one `KeyRedactor`; buffered answers are redacted
-///   by `Exchange`, where every answer goes out;
+/// - decoding: an answer the upstream compressed although Veil asked for identity is inflated
+///   before anything looks at it (bomb-limited), or refused with 502 when its coding is unknown —
+///   never relayed encoded, where the redactor could not see the key;
+/// - key redaction: every streamed byte passes one `KeyRedactor` (or the hooks' own filter when
+///   it redacts, `redactsStream`); buffered answers are redacted by `Exchange`, where every answer
+///   goes out;
 /// - error mapping (`APIError.upstream`), and ending every path in exactly one answer (or one
 ///   value handed to the flow), after which the exchange's leases go with it.
 ///
@@ -31,6 +36,8 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
     private var body: [UInt8] = []
     private var firstByteSeen = false
     private var countsAsStream = false
+    /// Set when the upstream compressed its answer anyway.
+    private var inflater: Inflater?
     /// `fetch` only: where the value (or the caller's error) goes.
     private var continuation: ((Result<H.Value, APIError>) -> Void)?
 
@@ -72,9 +79,19 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) {
         x.upstreamLatencyMillis = x.elapsedMillis
+        switch ContentCoding.parse(head.header("content-encoding")) {
+        case .success(.identity): break
+        case .success(let coding): inflater = Inflater(coding: coding, limits: UpstreamEngine.streamInflateLimits)
+        case .failure:
+            phase = .done
+            transfer?.cancel()
+            transfer = nil
+            return complete(.fail(APIError(502, "The upstream answered in a content coding Veil cannot check.", code: "upstream_unsupported_encoding")))
+        }
         switch hooks.onHead(head) {
-        case .stream(let status, let headers):
+        case .stream(let status, var headers):
             phase = .streaming
+            if inflater != nil { headers.remove("content-length") }   // the decoded length differs
             x.sendHead(status, headers: headers)          // values redacted by the exchange
             x.releaseAfterHead()          // the transfer holds its own copy of the request body
             if status == 200 && isEventStream(headers) {
@@ -83,7 +100,9 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
             }
         case .buffer(let limit):
             self.head = head
-            phase = .buffering(limit: limit ?? x.snapshot.config.upstream.maxResponseBytes)
+            let cap = limit ?? x.snapshot.config.upstream.maxResponseBytes
+            phase = .buffering(limit: cap)
+            if let coding = inflater?.coding { inflater = Inflater(coding: coding, limits: InflateLimits(maxOutputBytes: cap)) }
         case .fail(let e, let headers):
             phase = .done
             transfer?.cancel()
@@ -93,13 +112,29 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
     }
 
     func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
+        guard let inflater else { return take(bytes) }
+        do throws(InflateError) {
+            try inflater.process(bytes) { take($0) }
+        } catch {
+            undecodable(error)
+        }
+    }
+
+    /// Decoded body bytes.
+    private func take(_ bytes: UnsafeRawBufferPointer) {
         switch phase {
         case .streaming:
             if countsAsStream && !firstByteSeen {
                 firstByteSeen = true
                 x.context.ops?.metrics.firstStreamByte(afterMillis: x.elapsedMillis)
             }
-            redactor.process(bytes) { clean in hooks.filter(clean) { x.write($0) } }
+            var going = true
+            if hooks.redactsStream {
+                going = hooks.filter(bytes) { x.write($0) }
+            } else {
+                redactor.process(bytes) { clean in if going { going = hooks.filter(clean) { x.write($0) } } }
+            }
+            if !going { return stopStream(.broken("the upstream's stream was refused by Veil's filter")) }
             if !x.isWritable {
                 transfer?.pause()
                 x.onWritable { [weak self] in self?.transfer?.resume() }
@@ -117,29 +152,41 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
         }
     }
 
+    /// A compressed answer that does not decode (corrupt, cut, a bomb): never relayed.
+    private func undecodable(_ error: InflateError) {
+        x.log.logger.warning("upstream answer could not be decoded", metadata: ["request_id": "\(x.requestID)", "error": "\(error)"])
+        switch phase {
+        case .streaming:
+            stopStream(.broken("undecodable content coding"))
+        case .buffering, .waitingHead:
+            phase = .done
+            transfer?.cancel()
+            transfer = nil
+            complete(.fail(APIError(502, "The upstream's compressed answer could not be decoded.", code: "upstream_bad_encoding")))
+        case .done:
+            break
+        }
+    }
+
+    /// Ends a stream early (Veil refused what came): the transfer is cancelled, the hooks say how
+    /// the answer ends.
+    private func stopStream(_ error: UpstreamError) {
+        transfer?.cancel()
+        transfer = nil
+        finishStream(error)
+    }
+
     func upstreamDidFinish(_ error: UpstreamError?) {
         transfer = nil
+        if error == nil, let inflater {
+            // A compressed body must end where its coding says (a cut gzip is not a whole answer).
+            do throws(InflateError) { try inflater.finish() } catch { return undecodable(error) }
+        }
         switch phase {
         case .done:
             return
         case .streaming:
-            phase = .done
-            if countsAsStream { x.context.ops?.metrics.streamClosed() }
-            // A held-back key prefix is never released (a stream cut inside the key).
-            redactor.finish { clean in hooks.filter(clean) { x.write($0) } }
-            let ending = hooks.streamEnded(error)
-            if let u = hooks.usage { x.usage = u }
-            if error == .cancelled && !x.isOpen { return x.abandon("client_closed") }
-            switch ending {
-            case .end:
-                x.end()
-            case .endWith(let bytes, let code):
-                x.errorCode = code
-                bytes.withUnsafeBytes { x.write($0) }
-                x.end()
-            case .abort(let reason):
-                x.abandon(reason)
-            }
+            finishStream(error)
         case .waitingHead, .buffering:
             phase = .done
             if let error {
@@ -152,6 +199,31 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
             body = []
             if let u = hooks.usage { x.usage = u }
             complete(outcome)
+        }
+    }
+
+    /// The one end of a stream.
+    private func finishStream(_ error: UpstreamError?) {
+        guard case .streaming = phase else { return }
+        phase = .done
+        if countsAsStream { x.context.ops?.metrics.streamClosed() }
+        if !hooks.redactsStream {
+            // A held-back key prefix is not released (a stream cut inside the key).
+            redactor.finish { clean in _ = hooks.filter(clean) { x.write($0) } }
+        }
+        hooks.flush { x.write($0) }
+        let ending = hooks.streamEnded(error)
+        if let u = hooks.usage { x.usage = u }
+        if error == .cancelled && !x.isOpen { return x.abandon("client_closed") }
+        switch ending {
+        case .end:
+            x.end()
+        case .endWith(let bytes, let code):
+            x.errorCode = code
+            bytes.withUnsafeBytes { x.write($0) }
+            x.end()
+        case .abort(let reason):
+            x.abandon(reason)
         }
     }
 
@@ -174,6 +246,10 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
         case .value: x.fail(APIError(500, "An upstream exchange ended without an answer.", code: "internal_error"))
         }
     }
+
+    /// Decoding limits of a streamed compressed answer: it may be large (a video) and is never
+    /// held whole, so only the ratio guards it; a buffered one gets its buffer's cap.
+    static var streamInflateLimits: InflateLimits { InflateLimits(maxOutputBytes: Int.max) }
 
     private func isEventStream(_ h: HTTPHeaders) -> Bool {
         guard let ct = h["content-type"] else { return false }

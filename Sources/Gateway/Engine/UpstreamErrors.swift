@@ -3,7 +3,7 @@ import Upstream
 
 extension APIError {
     /// How a transport failure is told to the caller: a stable, generic message and code (the
-    /// transport's detail — host, port, libcurl's words — goes to the log with the request id,
+    /// transport's detail — host, port, the client's words — goes to the log with the request id,
     /// never to the caller). 502 unreachable or broken, 504 too slow.
     static func upstream(_ error: UpstreamError) -> APIError {
         switch error {
@@ -36,7 +36,22 @@ extension APIError {
         var message = "The upstream refused the request (HTTP \(status))."
         if let m = detail { message = "The upstream refused the request (HTTP \(status)): \(m)" }
         let s = keepStatus && status >= 400 ? status : (status >= 500 ? 502 : (status >= 400 ? status : 502))
-        return APIError(s, message, code: "upstream_error")
+        // An OpenAI-shaped error keeps its `code` and `param` (`model_not_found`, `rate_limit_exceeded`:
+        // what the SDKs and callers branch on), when they are plain words.
+        let (code, param) = upstreamErrorCodeAndParam(raw)
+        return APIError(s, message, param: param, code: code ?? "upstream_error")
+    }
+
+    /// `error.code` and `error.param` of an OpenAI-shaped error body, each only when it is a plain
+    /// token (letters, digits, `_.-`, at most 64 bytes): never a place for the key to hide.
+    static func upstreamErrorCodeAndParam(_ raw: [UInt8]) -> (code: String?, param: String?) {
+        guard let v = try? JSONValue.parse(raw), let e = v["error"] else { return (nil, nil) }
+        func token(_ s: String?) -> String? {
+            guard let s, !s.isEmpty, s.utf8.count <= 64,
+                  s.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 95 || $0 == 46 || $0 == 45 }) else { return nil }
+            return s
+        }
+        return (token(e["code"]?.stringValue), token(e["param"]?.stringValue))
     }
 
     /// Words of new-api style messages about the key itself: an invalid, expired or exhausted

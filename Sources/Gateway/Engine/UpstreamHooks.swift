@@ -18,9 +18,17 @@ protocol UpstreamHooks {
     /// The upstream's head arrived: stream the body through, read it whole, or fail.
     mutating func onHead(_ head: UpstreamResponseHead) -> HeadDecision
 
-    /// Streamed body bytes on their way to the caller (already redacted): pass them to `emit`,
-    /// changed or not. The default passes them through untouched.
-    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void)
+    /// Streamed body bytes on their way to the caller (decoded, and redacted unless
+    /// `redactsStream`): pass them to `emit`, changed or not. False stops the stream (the filter
+    /// refused what came: `streamEnded` is then told `.broken`). The default passes them through.
+    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) -> Bool
+
+    /// True when `filter` redacts the key itself (the SSE event filter, which also catches it
+    /// JSON-escaped inside an event): the engine's byte-level redactor then stays out of the way.
+    var redactsStream: Bool { get }
+
+    /// A stream ended: the filter's last bytes (what it held back), before `streamEnded`.
+    mutating func flush(emit: (UnsafeRawBufferPointer) -> Void)
 
     /// A stream ended, cleanly (`nil`) or not: how its answer ends.
     mutating func streamEnded(_ error: UpstreamError?) -> StreamEnding
@@ -77,7 +85,14 @@ enum Outcome<Value> {
 }
 
 extension UpstreamHooks {
-    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) { emit(bytes) }
+    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        emit(bytes)
+        return true
+    }
+
+    var redactsStream: Bool { false }
+
+    mutating func flush(emit: (UnsafeRawBufferPointer) -> Void) {}
 
     mutating func streamEnded(_ error: UpstreamError?) -> StreamEnding {
         guard let error else { return .end }

@@ -5,11 +5,16 @@ import Store
 import Translation
 import Upstream
 
-/// One loop's operational state: metric handles, the readiness cache and the usage recorder.
-/// Touched only on its loop's thread.
-public final class LoopOps {
+/// One loop's operational state: metric handles, the access-log buffer, the readiness cache and
+/// the usage recorder. Touched only on its loop's thread.
+public final class LoopOps: TimerTarget {
     let metrics: LoopMetrics
     let log: GatewayLog
+    unowned let loop: EventLoop
+    /// Access lines waiting for one `write` (nginx's `access_log … buffer= flush=`): flushed when
+    /// `log.buffer_bytes` are waiting, `log.flush_ms` after the first line, and when the loop stops.
+    private var accessBuffer: [UInt8] = []
+    private var flushTimer: LoopTimer?
     // /readyz: the last probe's answer (upstream and store), shared by the readiness checks of
     // this loop for `readinessCacheMillis`.
     var checkedAt: UInt64 = 0
@@ -19,9 +24,38 @@ public final class LoopOps {
     static let readinessCacheMillis: UInt64 = 5_000
     static let probeTimeoutMillis = 2_000
 
-    init(metrics: GatewayMetrics, log: GatewayLog) {
+    init(metrics: GatewayMetrics, log: GatewayLog, loop: EventLoop) {
         self.metrics = LoopMetrics(metrics)
         self.log = log
+        self.loop = loop
+    }
+
+    deinit { flushTimer?.cancel() }
+
+    func logAccess(_ x: Exchange, durationMillis: Int) {
+        log.access(x, durationMillis: durationMillis, into: &accessBuffer)
+        guard !accessBuffer.isEmpty else { return }
+        let settings = x.snapshot.config.log
+        if accessBuffer.count >= settings.bufferBytes {
+            flushAccessLog()
+        } else if flushTimer == nil {
+            flushTimer = loop.schedule(afterMillis: settings.flushMillis, target: self)
+        }
+    }
+
+    public func timerFired(_ timer: LoopTimer) {
+        guard timer === flushTimer else { return }
+        flushTimer = nil
+        flushAccessLog()
+    }
+
+    /// Writes what is waiting (loop thread, or any thread once the loop has stopped).
+    public func flushAccessLog() {
+        flushTimer?.cancel()
+        flushTimer = nil
+        guard !accessBuffer.isEmpty else { return }
+        accessBuffer.withUnsafeBytes { GatewayLog.writeOut($0) }
+        accessBuffer.removeAll(keepingCapacity: accessBuffer.capacity <= 256 * 1024)
     }
 
     /// Every exchange ends here (after its access line): metrics, then the usage log.

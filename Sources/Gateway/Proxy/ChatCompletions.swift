@@ -26,6 +26,9 @@ enum ChatCompletions {
 }
 
 /// The chat completion's hooks: pure decisions over the caller's body and the upstream's answer.
+/// A stream goes through one `SSEEventFilter`: the key redacted (also JSON-escaped inside an
+/// event), usage and `[DONE]` read in passing, and the final usage-only chunk removed when the
+/// caller did not ask for it (Veil always asks the upstream for usage: it needs the counts).
 struct ChatHooks: UpstreamHooks {
     let request: UpstreamRequest
     let model: String
@@ -34,7 +37,8 @@ struct ChatHooks: UpstreamHooks {
     let key: [UInt8]
     private var status = 0
     private var headers: [(name: String, value: String)] = []
-    private var scanner = SSEUsageScanner()
+    private var events: SSEEventFilter
+    private var filterFailed = false
     private(set) var usage: Usage?
 
     /// A stream lives for minutes and its events are a few hundred bytes: the client's receive
@@ -45,9 +49,9 @@ struct ChatHooks: UpstreamHooks {
     /// Checks the caller's body against the team's policy and builds the upstream request. Pure.
     static func make(body: [UInt8], callerHeaders: HTTPHeaders, requestID: String, team: GatewayConfig.Team?,
                      snapshot: ConfigSnapshot) -> Result<ChatHooks, APIError> {
-        let info: (model: String?, stream: Bool)
-        do { info = try ChatRequestInfo.parse(body) } catch {
-            return .failure(APIError(400, "The request body must be a JSON object with `model` and `messages`.", code: "invalid_json"))
+        let info: ChatRequest
+        do throws(TranslationError) { info = try ChatRequestInfo.read(body) } catch {
+            return .failure(refusal(error))
         }
         guard let model = info.model, !model.isEmpty else {
             return .failure(APIError(400, "`model` is required.", param: "model", code: "missing_model"))
@@ -59,14 +63,38 @@ struct ChatHooks: UpstreamHooks {
         if let allowed = team?.models, !allowed.contains(model) {
             return .failure(APIError(403, "Model `\(model)` is not allowed for this team.", param: "model", code: "model_not_allowed"))
         }
+        var upstreamBody = body
+        var dropUsageChunk = false
+        if info.stream {
+            do throws(TranslationError) {
+                let asked = try ChatRequestInfo.askingUpstreamForUsage(body)
+                upstreamBody = asked.body
+                dropUsageChunk = !asked.callerAskedForUsage
+            } catch { return .failure(refusal(error)) }
+        }
         var r = HeaderPolicy.upstreamRequest(snapshot, requestID: requestID, "POST", snapshot.chatCompletionsURL,
-                                             forwarding: callerHeaders, body: body, json: true)
+                                             forwarding: callerHeaders, body: upstreamBody, json: true)
         if info.stream { r.receiveBufferBytes = streamReceiveBufferBytes }
-        return .success(ChatHooks(request: r, model: model, stream: info.stream, key: snapshot.apiKeyBytes))
+        return .success(ChatHooks(request: r, model: model, stream: info.stream, key: snapshot.apiKeyBytes,
+                                  events: SSEEventFilter(secret: snapshot.apiKeyBytes, dropUsageChunk: dropUsageChunk)))
     }
 
-    private init(request: UpstreamRequest, model: String, stream: Bool, key: [UInt8]) {
-        self.request = request; self.model = model; self.stream = stream; self.key = key
+    /// A body Veil can't decide on: ambiguous members (`{"model":"A","MODEL":"B"}`: the upstream's
+    /// Go decoder would run B) are named in `param`.
+    static func refusal(_ error: TranslationError) -> APIError {
+        if error.kind == .ambiguousMember {
+            let p = error.param ?? "model"
+            return APIError(400, "The member `\(p)` is given more than once (names are compared ignoring case): the upstream could read another value than Veil checked.",
+                            param: p, code: "ambiguous_member")
+        }
+        if let p = error.param {
+            return APIError(400, "`\(p)` has a value Veil cannot read: \(error.message)", param: p, code: "invalid_value")
+        }
+        return APIError(400, "The request body must be a JSON object with `model` and `messages`.", code: "invalid_json")
+    }
+
+    private init(request: UpstreamRequest, model: String, stream: Bool, key: [UInt8], events: SSEEventFilter) {
+        self.request = request; self.model = model; self.stream = stream; self.key = key; self.events = events
     }
 
     func makeRequest() -> Result<UpstreamRequest, APIError> { .success(request) }
@@ -92,22 +120,35 @@ struct ChatHooks: UpstreamHooks {
         return asciiCaseInsensitiveEquals(Substring(ct.utf8.prefix(17)), "text/event-stream")
     }
 
-    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) {
-        scanner.feed(bytes)
-        emit(bytes)
+    var redactsStream: Bool { true }
+
+    mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        do throws(SSEFilterError) { try events.process(bytes, emit: emit) } catch {
+            filterFailed = true
+            return false
+        }
+        return true
+    }
+
+    mutating func flush(emit: (UnsafeRawBufferPointer) -> Void) {
+        guard !filterFailed else { return }
+        try? events.finish(emit: emit)
     }
 
     /// A stream the upstream cut, or ended without `[DONE]`, ends with one `data: {"error":…}`
     /// event (what the OpenAI SDKs raise as an APIError), then a proper end of the chunked body.
     mutating func streamEnded(_ error: UpstreamError?) -> StreamEnding {
-        scanner.finish()
-        usage = scanner.usage
+        usage = events.usage
+        if filterFailed {
+            let e = APIError(502, "The upstream sent a stream event larger than Veil accepts.", code: "upstream_event_too_large")
+            return .endWith(ChatHooks.errorEvent(e), code: e.code!)
+        }
         if let error {
             if error == .cancelled { return .abort(reason: "client_closed") }
             let e = APIError.upstream(error)
             return .endWith(ChatHooks.errorEvent(e), code: e.code ?? "upstream_error")
         }
-        if !scanner.sawDone {
+        if !events.sawDone {
             let e = APIError(502, "The upstream ended the stream without [DONE].", code: "upstream_stream_incomplete")
             return .endWith(ChatHooks.errorEvent(e), code: e.code!)
         }

@@ -13,7 +13,7 @@ enum HeaderPolicy {
 
     /// The fields every upstream request carries alike, per configuration: the key's
     /// `Authorization` value (`Bearer <key>`) and `Accept-Encoding: identity` (an empty one would
-    /// still let libcurl ask for nothing; bodies must arrive as identity to be redacted).
+    /// say nothing; bodies should arrive as identity, and are decoded when they do not).
     static func sharedUpstreamHeaders(authorization: String, json: Bool = false) -> UpstreamHeaderBlock {
         UpstreamHeaderBlock([("authorization", authorization), ("accept-encoding", "identity")]
                             + (json ? [("content-type", "application/json")] : []))

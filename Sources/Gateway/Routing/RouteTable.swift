@@ -122,10 +122,11 @@ struct RouteTable: Sendable {
         return methods.joined(separator: ", ")
     }
 
-    /// The routes a team can call, for the 404 message of an unknown `/v1` path.
-    var servedSummary: String {
+    /// The routes a team can call, for the 404 message of an unknown `/v1` path (`disabled`:
+    /// templates switched off by configuration).
+    func servedSummary(disabled: Set<String> = []) -> String {
         var seen: [String] = []
-        for r in routes where r.access == .team && r.template.hasPrefix("/v1/") && !seen.contains(r.endpoint) {
+        for r in routes where r.access == .team && r.template.hasPrefix("/v1/") && !disabled.contains(r.template) && !seen.contains(r.endpoint) {
             seen.append(r.endpoint)
         }
         return seen.joined(separator: ", ")

@@ -216,8 +216,15 @@ public final class Exchange {
         finished = true
         for l in leases { l.release() }
         leases = []
-        log.access(self, durationMillis: Exchange.millis(from: startedAt, to: EventLoop.monotonicMillis()))
-        context.ops?.finished(self)
+        let duration = Exchange.millis(from: startedAt, to: EventLoop.monotonicMillis())
+        if let ops = context.ops {
+            ops.logAccess(self, durationMillis: duration)
+            ops.finished(self)
+        } else {
+            var line: [UInt8] = []
+            log.access(self, durationMillis: duration, into: &line)
+            line.withUnsafeBytes { GatewayLog.writeOut($0) }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ public final class ConfigSnapshot: Sendable {
     /// Peers whose `X-Forwarded-For` is believed (`trusted_proxies`).
     public let trustedProxies: TrustedProxies
     /// The upstream key's bytes (redactors), the chat URL, and the fields every upstream request
-    /// carries (`Authorization`, `Accept-Encoding`) as libcurl's list, linked behind each
+    /// carries (`Authorization`, `Accept-Encoding`) as a block the client encodes once, behind each
     /// request's own: built once per configuration instead of once per request.
     public let apiKeyBytes: [UInt8]
     public let chatCompletionsURL: String

@@ -12,8 +12,9 @@ public final class GatewayLog: Sendable {
     public let logger: Logger
     private let secret: Mutex<[UInt8]>
     private let accessEnabled: Bool
-    /// Sink for access lines (stdout by default; tests capture it).
-    private let sink: @Sendable (String) -> Void
+    /// Where access lines go when they are not buffered per loop (tests capture them); nil:
+    /// stdout, through each loop's `AccessLogBuffer`.
+    private let sink: (@Sendable (String) -> Void)?
 
     public init(upstreamKey: String, accessLog: Bool, level: Logger.Level = .info,
                 sink: (@Sendable (String) -> Void)? = nil) {
@@ -22,17 +23,20 @@ public final class GatewayLog: Sendable {
         logger = l
         secret = Mutex(Array(upstreamKey.utf8))
         accessEnabled = accessLog
-        self.sink = sink ?? { line in
-            var bytes = Array(line.utf8)
-            bytes.append(10)
-            bytes.withUnsafeBytes { p in
-                var off = 0
-                while off < p.count {
-                    let n = Glibc.write(1, p.baseAddress! + off, p.count - off)
-                    if n <= 0 { break }
-                    off += n
-                }
-            }
+        self.sink = sink
+    }
+
+    /// Whether access lines are gathered per loop (stdout) rather than handed to a sink.
+    var buffersAccessLines: Bool { sink == nil }
+
+    /// Writes `bytes` to stdout whole (retrying short writes).
+    static func writeOut(_ bytes: UnsafeRawBufferPointer) {
+        var off = 0
+        while off < bytes.count {
+            let n = Glibc.write(1, bytes.baseAddress! + off, bytes.count - off)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            off += n
         }
     }
 
@@ -44,7 +48,8 @@ public final class GatewayLog: Sendable {
 
     public func updateKey(_ key: String) { secret.withLock { $0 = Array(key.utf8) } }
 
-    func access(_ x: Exchange, durationMillis: Int) {
+    /// The exchange's access line: handed to the sink, or appended (with its newline) to `buffer`.
+    func access(_ x: Exchange, durationMillis: Int, into buffer: inout [UInt8]) {
         guard accessEnabled else { return }
         var w = JSONObjectWriter(reserving: 320)
         w.string("ts", LogClock.iso8601(unixMillis: LogClock.nowMillis()))
@@ -66,6 +71,11 @@ public final class GatewayLog: Sendable {
         if let e = x.errorCode { w.string("error", e) }
         if x.snapshot.config.log.prompts, let p = x.prompt { w.string("prompt", String(p.prefix(2000))) }
         w.string("remote", x.clientAddress)
-        sink(redact(String(decoding: w.finish(), as: UTF8.self)))
+        let line = w.finish()
+        let key = secret.withLock { $0 }
+        let clean = key.isEmpty ? line : KeyRedactor.redact(line, secret: key)
+        if let sink { return sink(String(decoding: clean, as: UTF8.self)) }
+        buffer.append(contentsOf: clean)
+        buffer.append(0x0A)
     }
 }

@@ -5,6 +5,7 @@ import Reactor
 import Synchronization
 import Store
 import Upstream
+import UpstreamHTTP
 
 /// Builds and runs Veil: N event loops (threads), the gateway on each, the HTTP server across them.
 /// Used by `veil serve` and, in-process, by the integration tests.
@@ -76,6 +77,16 @@ public final class VeilRuntime: @unchecked Sendable {
     /// The period at which shutdown re-checks what it waits for.
     static let pollMicros: UInt32 = 10_000
 
+    /// The upstream client's settings from the configuration.
+    static func upstreamSettings(_ c: GatewayConfig) -> HTTPUpstreamSettings {
+        var s = HTTPUpstreamSettings()
+        s.tls.caFile = c.upstream.caFile
+        s.tls.verifyPeer = c.upstream.tlsVerify
+        s.http2 = c.upstream.http2 == "off" ? .off : .auto
+        s.maxIdleConnections = c.upstream.maxIdleConnections
+        return s
+    }
+
     public static func loopCount(_ workers: Int) -> Int {
         workers > 0 ? workers : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
@@ -99,12 +110,19 @@ public final class VeilRuntime: @unchecked Sendable {
         let snapshot = ConfigSnapshot(config: config, generation: 1, share: share)
         published.withLock { $0 = (snapshot, share) }
         loops = (0..<n).map { EventLoop(id: $0) }
-        gateway.contexts = loops.map { LoopContext(loop: $0, upstream: UpstreamClient(loop: $0), snapshot: snapshot, store: gateway.store) }
+        let upstreamSettings = VeilRuntime.upstreamSettings(config)
+        if let problem = HTTPUpstreamClient.validate(upstreamSettings) { throw ConfigError("upstream.ca_file", problem) }
+        if !config.upstream.tlsVerify {
+            log.logger.warning("upstream TLS certificate verification is OFF (upstream.tls_verify: false): anyone on the path can read the upstream key")
+        }
+        gateway.contexts = loops.map { LoopContext(loop: $0, upstream: HTTPUpstreamClient(loop: $0, settings: upstreamSettings), snapshot: snapshot, store: gateway.store) }
         server = try HTTPServer(config: config.serverConfig(host: host, port: port), handler: gateway, loops: loops)
         gateway.attach(server: server)
         for loop in loops {
+            let ctx = gateway.contexts[loop.id]
             startThread(name: "veil-loop-\(loop.id)") { [self] in
                 loop.run()
+                ctx.ops?.flushAccessLog()             // nothing buffered is lost at shutdown
                 stoppedLoops.add(1, ordering: .relaxed)
             }
         }

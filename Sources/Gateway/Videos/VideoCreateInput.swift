@@ -13,7 +13,12 @@ struct VideoCreateInput: Equatable {
     var seconds: String?
     var image: Image?
 
-    /// Parses multipart/form-data (the SDK's `client.videos.create`) or JSON. Pure.
+    /// The fields Veil reads from either form.
+    static let decisionFields: Set<String> = ["prompt", "model", "size", "seconds", "input_reference",
+                                              "input_reference[image_url]", "input_reference[file_id]"]
+
+    /// Parses multipart/form-data (the SDK's `client.videos.create`) or JSON. Pure.  A field
+    /// Veil reads given twice (or, in JSON, spelled twice ignoring case) is refused.
     static func parse(body: [UInt8], contentType: String?) -> Result<VideoCreateInput, APIError> {
         let ct = (contentType ?? "").lowercased()
         if ct.hasPrefix("multipart/form-data") {
@@ -23,6 +28,9 @@ struct VideoCreateInput: Equatable {
             let parts: [MultipartPart]
             do { parts = try Multipart.parse(body, boundary: boundary) } catch {
                 return .failure(APIError(400, "The multipart body is malformed: \(error.message)", code: "invalid_multipart"))
+            }
+            if let field = Multipart.repeatedField(in: parts, among: decisionFields) {
+                return .failure(CharacterCreateInput.ambiguous(field))
             }
             var input = VideoCreateInput()
             for p in parts {
@@ -49,6 +57,13 @@ struct VideoCreateInput: Equatable {
             return .success(input)
         }
         if ct.isEmpty || ct.hasPrefix("application/json") {
+            do throws(TranslationError) {
+                if let name = try JSONParser.ambiguousTopLevelMember(body, reading: decisionFields) {
+                    return .failure(CharacterCreateInput.ambiguous(name))
+                }
+            } catch {
+                return .failure(APIError(400, "The body must be JSON or multipart/form-data.", code: "invalid_json"))
+            }
             let v: JSONValue
             do { v = try JSONValue.parse(body) } catch {
                 return .failure(APIError(400, "The body must be JSON or multipart/form-data.", code: "invalid_json"))

@@ -9,8 +9,9 @@ import Upstream
 /// a short flow: pure checks, then store calls (on a store thread, answered on this loop) and
 /// upstream exchanges (hook sets in VideoHooks.swift, driven by `UpstreamEngine`).
 enum VideoRoutes {
-    static func unsupportedRemix(_ x: Exchange, _ g: Gateway) {
-        x.fail(APIError(400, "Remixing is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation"))
+    /// An operation of OpenAI's Videos API that the upstream can't do: 400, answered from the head.
+    static func unsupported(_ what: String) -> @Sendable (Exchange, Gateway) -> Void {
+        { x, _ in x.fail(APIError(400, "\(what) is not supported by this upstream; create a new video with POST /v1/videos.", code: "unsupported_operation")) }
     }
 
     // MARK: create
@@ -31,10 +32,10 @@ enum VideoRoutes {
         x.model = spec.model
         if cfg.log.prompts { x.prompt = spec.prompt }
         // One store call: @name isolation (a character another team made can't be used in this
-        // team's prompt; loose scan, see `characterNameCandidates`), then one atomic reservation
+        // team's prompt; loose and normalised, see `mentionCandidates`), then one atomic reservation
         // against the team's video limits for the whole deployment. Made for every team, limits or
         // not: nothing reaches the upstream unless the store can record what it makes.
-        let candidates = characterNameCandidates(in: spec.prompt)
+        let candidates = mentionCandidates(in: spec.prompt)
         let teamName = team.name
         let limits = VideoLimits(perDay: team.videosPerDay, inFlight: team.maxVideosInFlight,
                                  inFlightMaxAgeSeconds: cfg.videos.inFlightMaxAgeSeconds)

@@ -25,8 +25,29 @@ public struct JSONParser {
     public static func topLevelMembers(
         _ buf: UnsafeBufferPointer<UInt8>, wanted: Set<String>, maxDepth: Int = 64
     ) throws(TranslationError) -> [String: JSONValue] {
+        try scanTopLevel(buf, wanted: wanted, names: nil, ranges: false, maxDepth: maxDepth).members
+    }
+
+    /// What one pass over a top-level object found.
+    struct TopLevelScan {
+        /// The `wanted` members (last occurrence wins).
+        var members: [String: JSONValue] = [:]
+        /// Byte ranges of the `wanted` members' values (last occurrence), when asked for.
+        var valueRanges: [String: Range<Int>] = [:]
+        /// The first ambiguous member name, when `names` was given.
+        var ambiguous: String?
+        /// Offset of the object's closing brace.
+        var closingBrace = 0
+    }
+
+    /// The one top-level scanner: validates the whole document, materialises `wanted`, and, when
+    /// `names` is given, checks every member name against it (see `MemberNameCheck`).
+    static func scanTopLevel(
+        _ buf: UnsafeBufferPointer<UInt8>, wanted: Set<String>, names: MemberNameCheck?, ranges: Bool, maxDepth: Int
+    ) throws(TranslationError) -> TopLevelScan {
         var p = JSONParser(buf, maxDepth: maxDepth)
-        var out: [String: JSONValue] = [:]
+        var out = TopLevelScan()
+        var seen = names.map { _ in Set<[UInt8]>() }
         p.skipWS()
         guard p.peek() == UInt8(ascii: "{") else {
             throw TranslationError(.unexpectedShape, "expected a JSON object")
@@ -34,20 +55,32 @@ public struct JSONParser {
         p.i += 1
         p.skipWS()
         if p.peek() == UInt8(ascii: "}") {
+            out.closingBrace = p.i
             p.i += 1
         } else {
             while true {
                 p.skipWS()
+                let keyStart = p.i
                 let key = try p.parseKey(wanted)
+                if let names, out.ambiguous == nil {
+                    let (name, folded) = try p.decodedAndFoldedKey(from: keyStart)
+                    if !seen!.insert(folded).inserted || names.isVariant(name, folded: folded) {
+                        out.ambiguous = name
+                    }
+                }
                 p.skipWS()
                 try p.expect(UInt8(ascii: ":"))
+                p.skipWS()
+                let valueStart = p.i
                 if let key {
-                    out[key] = try p.parseValue(depth: 1)
+                    out.members[key] = try p.parseValue(depth: 1)
+                    if ranges { out.valueRanges[key] = valueStart..<p.i }
                 } else {
                     try p.skipValue(depth: 1)
                 }
                 p.skipWS()
                 if p.peek() == UInt8(ascii: ",") { p.i += 1; continue }
+                out.closingBrace = p.i
                 try p.expect(UInt8(ascii: "}"))
                 break
             }

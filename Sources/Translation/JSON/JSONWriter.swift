@@ -114,3 +114,49 @@ public enum JSONEscaping {
         return out
     }
 }
+
+extension JSONValue {
+    /// The value as compact JSON: members in their order (duplicates kept), numbers as their
+    /// source text, strings escaped by `JSONEscaping`. Parsing the output gives the same value.
+    public func appendEncoded(to out: inout [UInt8]) {
+        switch self {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .number(let n): out.append(contentsOf: n.utf8)
+        case .string(let s): JSONEscaping.appendString(s, to: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (k, v) in items.enumerated() {
+                if k > 0 { out.append(UInt8(ascii: ",")) }
+                v.appendEncoded(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (k, m) in members.enumerated() {
+                if k > 0 { out.append(UInt8(ascii: ",")) }
+                JSONEscaping.appendString(m.key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                m.value.appendEncoded(to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    public var encoded: [UInt8] {
+        var out: [UInt8] = []
+        appendEncoded(to: &out)
+        return out
+    }
+
+    /// The same value with `transform` applied to every string and member name.
+    public func mappingStrings(_ transform: (String) -> String) -> JSONValue {
+        switch self {
+        case .string(let s): return .string(transform(s))
+        case .array(let items): return .array(items.map { $0.mappingStrings(transform) })
+        case .object(let members):
+            return .object(members.map { JSONMember(key: transform($0.key), value: $0.value.mappingStrings(transform)) })
+        default: return self
+        }
+    }
+}
