@@ -144,31 +144,29 @@ public final class VeilRuntime: @unchecked Sendable {
         }
     }
 
+    /// Snapshots are handed to the loops under `published`'s lock, so a reload and a share change
+    /// racing reach every loop in the order they were made.
     private func publish(share: ReplicaShare) {
-        let snap: ConfigSnapshot? = published.withLock { p in
-            guard p.share != share, let current = p.snapshot else { return nil }
-            let s = ConfigSnapshot(config: current.config, generation: current.generation, previous: current, share: share)
-            p = (s, share)
-            return s
+        let changed: Bool = published.withLock { p in
+            guard p.share != share, let current = p.snapshot else { return false }
+            let snap = ConfigSnapshot(config: current.config, generation: current.generation, previous: current, share: share)
+            p = (snap, share)
+            for ctx in gateway.contexts { ctx.loop.execute { ctx.snapshot = snap } }
+            return true
         }
-        guard let snap else { return }
-        log.logger.notice("replicas changed: this one enforces its share of the teams' limits", metadata: ["share": "\(share)"])
-        for ctx in gateway.contexts { ctx.loop.execute { ctx.snapshot = snap } }
+        if changed { log.logger.notice("replicas changed: this one enforces its share of the teams' limits", metadata: ["share": "\(share)"]) }
     }
 
     /// Swaps in a new configuration (SIGHUP): teams, tokens, limits. Connections stay open;
     /// requests already running finish under the snapshot they started with.
     public func reload(_ newConfig: GatewayConfig) {
         let g = generation.add(1, ordering: .relaxed).newValue
-        let snap = published.withLock { p in
-            let s = ConfigSnapshot(config: newConfig, generation: g, previous: p.snapshot, share: p.share)
-            p.snapshot = s
-            return s
-        }
         config = newConfig
         log.updateKey(newConfig.upstream.apiKey)
-        for ctx in gateway.contexts {
-            ctx.loop.execute { ctx.snapshot = snap }
+        published.withLock { p in
+            let snap = ConfigSnapshot(config: newConfig, generation: g, previous: p.snapshot, share: p.share)
+            p.snapshot = snap
+            for ctx in gateway.contexts { ctx.loop.execute { ctx.snapshot = snap } }
         }
     }
 
