@@ -204,13 +204,82 @@ class Env:
         started.append(p)
         wait_ready(self.up_port, "bench-upstream")
         self.upstream = p
+        if self.args.upstream_tls:
+            self.start_tls_front()
+
+    def start_tls_front(self):
+        """The upstream on TLS: an nginx terminating TLS (a certificate for `localhost` signed by
+        a CA made here with the openssl CLI) in front of bench/upstream.c. Both proxies verify it
+        against that CA; its own cost is the same for both."""
+        t = f"{self.tmp}/tls"
+        os.makedirs(t, exist_ok=True)
+        def ossl(*a):
+            subprocess.run(["openssl", *a], check=True, capture_output=True)
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Bench CA",
+             "-keyout", f"{t}/ca.key", "-out", f"{t}/ca.pem")
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", f"{t}/up.key", "-out", f"{t}/up.csr")
+        with open(f"{t}/ext.cnf", "w") as f:
+            f.write("subjectAltName=DNS:localhost\n")
+        ossl("x509", "-req", "-in", f"{t}/up.csr", "-CA", f"{t}/ca.pem", "-CAkey", f"{t}/ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", f"{t}/ext.cnf", "-out", f"{t}/up.pem")
+        self.ca_file = f"{t}/ca.pem"
+        self.up_tls_port = free_port()
+        conf = f"""
+worker_processes 1;
+daemon off;
+pid {t}/front.pid;
+error_log {t}/front-error.log warn;
+worker_rlimit_nofile {self.nofile};
+events {{ worker_connections {max(1024, self.nofile - 64)}; use epoll; }}
+http {{
+  access_log off;
+  client_body_temp_path {t}/cb; proxy_temp_path {t}/px; fastcgi_temp_path {t}/fc; uwsgi_temp_path {t}/uw; scgi_temp_path {t}/sc;
+  keepalive_requests 1000000;
+  upstream plain {{ server 127.0.0.1:{self.up_port}; keepalive 256; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{self.up_tls_port} ssl backlog=4096;
+    ssl_certificate {t}/up.pem;
+    ssl_certificate_key {t}/up.key;
+    ssl_session_cache shared:SSL:10m;
+    location / {{
+      proxy_pass http://plain;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+        with open(f"{t}/front.conf", "w") as f:
+            f.write(conf)
+        p = subprocess.Popen(["nginx", "-p", t, "-c", f"{t}/front.conf"], stdout=subprocess.DEVNULL,
+                             stderr=open(f"{t}/front-stderr.log", "w"))
+        started.append(p)
+        wait_ready(self.up_tls_port, "TLS front")
+        self.tls_front = p
+
+    @property
+    def nginx_tls_lines(self):
+        if not self.args.upstream_tls:
+            return ""
+        return (f"\n      proxy_ssl_verify on;\n      proxy_ssl_trusted_certificate {self.ca_file};"
+                "\n      proxy_ssl_name localhost;\n      proxy_ssl_server_name on;\n      proxy_ssl_session_reuse on;")
+
+    @property
+    def upstream_origin_nginx(self):
+        return f"https://reseller" if self.args.upstream_tls else "http://reseller"
+
+    @property
+    def upstream_server(self):
+        return f"127.0.0.1:{self.up_tls_port}" if self.args.upstream_tls else f"127.0.0.1:{self.up_port}"
 
     # nginx ---------------------------------------------------------------------------------
     def nginx_conf(self, port, workers, access_log=False, single_process=False):
         t = self.tmp
         os.makedirs(f"{t}/nginx", exist_ok=True)
         conns = max(1024, self.nofile - 64)
-        al = f"access_log {t}/nginx/access.log;" if access_log else "access_log off;"
+        # Buffered like Veil's (log.buffer_bytes 64 KiB, log.flush_ms 1000): one write per many lines.
+        al = f"access_log {t}/nginx/access.log combined buffer=64k flush=1s;" if access_log else "access_log off;"
         conf = f"""
 worker_processes {workers};
 {"master_process off;" if single_process else ""}
@@ -229,7 +298,7 @@ http {{
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   upstream reseller {{
-    server 127.0.0.1:{self.up_port};
+    server {self.upstream_server};
     keepalive 64;
     keepalive_requests 1000000;
   }}
@@ -238,14 +307,14 @@ http {{
     location = /healthz {{ default_type application/json; return 200 '{{"status":"ok"}}'; }}
     location ~ ^/v1/videos/[^/]+/content$ {{
       rewrite ^ /files/video.mp4 break;
-      proxy_pass http://reseller;
+      proxy_pass {self.upstream_origin_nginx};{self.nginx_tls_lines}
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization "";
       proxy_buffering off;
     }}
     location /v1/ {{
-      proxy_pass http://reseller;
+      proxy_pass {self.upstream_origin_nginx};{self.nginx_tls_lines}
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization "Bearer {UPSTREAM_KEY}";
@@ -278,8 +347,8 @@ http {{
 workers: {workers}
 shutdown_grace_ms: 1000
 upstream:
-  base_url: "http://127.0.0.1:{self.up_port}"
-  api_key: "{UPSTREAM_KEY}"
+  base_url: "{f'https://localhost:{self.up_tls_port}' if self.args.upstream_tls else f'http://127.0.0.1:{self.up_port}'}"
+  api_key: "{UPSTREAM_KEY}"{f'{chr(10)}  ca_file: "{self.ca_file}"' if self.args.upstream_tls else ''}
 limits:
   max_connections: 100000
 store:
@@ -407,6 +476,33 @@ def scenario_chat(env, workers, access_log=False):
             "during the run ÷ requests answered — for `direct`, the upstream's own cost; it is far less sensitive to "
             "other load on the machine than req/s.")
     return title + "\n\n" + table(["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors", "RSS after MiB"], rows) + "\n\n" + note, s
+
+
+def scenario_coldpool(env, workers):
+    """The first seconds of load after a start: each proxy started fresh (its upstream pool cold:
+    with a TLS upstream, every first connection is a handshake), then at once `wrk -c64` for a
+    few seconds, no warm-up. p99 over that window, median of the runs."""
+    a = env.args
+    res = {"nginx": [], "Veil": []}
+    for i in range(a.cold_runs if a.quick else 5):
+        for name in ("nginx", "Veil"):
+            p, port = env.start_nginx(workers) if name == "nginx" else env.start_veil(workers)
+            r = run_wrk(env, port, TEAM_TOKEN, a.coldpool_seconds, a.conns, p.pid)
+            res[name].append(r)
+            stop_proc(p, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+            log(f"  cold pool run {i + 1} {name}: {r['rps']:.0f} req/s p99 {r['p99']:.2f} ms errors {r['errors']}")
+    s = {n: {k: med([r[k] for r in rs]) for k in ("rps", "p50", "p99")} | {"errors": sum(r["errors"] for r in rs), "p99s": [r["p99"] for r in rs]}
+         for n, rs in res.items()}
+    rows = [[n, fmt(s[n]["rps"]), fmt(s[n]["p50"], 2), fmt(s[n]["p99"], 2), ", ".join(f"{x:.1f}" for x in s[n]["p99s"]), str(s[n]["errors"])]
+            for n in ("nginx", "Veil")]
+    rows.append(["**Veil/nginx**", ratio(s["Veil"]["rps"], s["nginx"]["rps"]), ratio(s["Veil"]["p50"], s["nginx"]["p50"]),
+                 ratio(s["Veil"]["p99"], s["nginx"]["p99"]), "", ""])
+    up = "TLS upstream" if a.upstream_tls else "plain upstream"
+    title = (f"### 7. The first {a.coldpool_seconds} s after a start (cold upstream pool, {up}) — `wrk -t1 -c{a.conns}` at once, "
+             f"{workers} worker{'s' if workers > 1 else ''} each")
+    note = ("Each proxy is started fresh before each run and loaded at once, without warm-up: its connections to the upstream "
+            "are all new (with a TLS upstream, handshakes). Median of the runs; every run's p99 listed.")
+    return title + "\n\n" + table(["proxy", "req/s", "p50 ms", "p99 ms", "p99 per run", "errors"], rows) + "\n\n" + note, s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -745,10 +841,12 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--veil", required=True)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="chat,sse,video,cold,instructions")
+    ap.add_argument("--only", default="chat,sse,video,cold,instructions", help="also: coldpool")
     ap.add_argument("--workers", type=int, default=1, help="event loops (Veil) / worker processes (nginx)")
     ap.add_argument("--chat-workers", default=None, help="comma list for scenario 1 (default: --workers)")
     ap.add_argument("--upstream-threads", type=int, default=1)
+    ap.add_argument("--upstream-tls", action="store_true", help="the upstream on TLS (an nginx terminating it, a CA made here; both proxies verify)")
+    ap.add_argument("--chat-access", default="off", help="comma list of access-log settings for scenario 1 (off,on)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--nice", type=int, default=-10, help="niceness for everything the bench starts (0 = leave as is)")
@@ -767,6 +865,7 @@ def main():
     args.video_bytes = (256 if q else 2048) << 20
     args.video_runs = 1 if q else 3
     args.cold_runs = 3 if q else 10
+    args.coldpool_seconds = 4
     args.ir_requests = (50, 250) if q else (100, 600)
     args.ir_events = (10, 60) if q else (20, 220)
     args.ir_streams = 10
@@ -791,7 +890,7 @@ def main():
     head = (f"Run {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} × {cpu}, {ngv}, {wrkv.split(' Copyright')[0]}, "
             f"loopback only, fd hard limit {env.nofile}, load average at start {' '.join(load)}"
             f"{' — QUICK mode (smoke test, not for quoting)' if q else ''}. "
-            f"Upstream: bench/upstream.c ({args.upstream_threads} thread). Client, proxy and upstream share the same {os.cpu_count()} cores"
+            f"Upstream: bench/upstream.c ({args.upstream_threads} thread){', behind a TLS-terminating nginx (both proxies verify its certificate)' if args.upstream_tls else ''}. Client, proxy and upstream share the same {os.cpu_count()} cores"
             f"{f', all at nice {args.nice}' if args.nice else ''}.")
     log(head)
     results = {}
@@ -818,10 +917,16 @@ def main():
     try:
         if "chat" in only:
             for w in chat_workers:
-                log(f"== scenario 1: non-streaming, {w} worker(s)")
-                t, s = scenario_chat(env, w)
-                results[f"chat_w{w}"] = s
-                emit(t)
+                for acc in args.chat_access.split(","):
+                    log(f"== scenario 1: non-streaming, {w} worker(s), access log {acc}")
+                    t, s = scenario_chat(env, w, access_log=(acc == "on"))
+                    results[f"chat_w{w}_access_{acc}"] = s
+                    emit(t)
+        if "coldpool" in only:
+            log(f"== scenario 7: the first seconds after a start, {args.workers} worker(s)")
+            t, s = scenario_coldpool(env, args.workers)
+            results["coldpool"] = s
+            emit(t)
         if "sse" in only:
             log(f"== scenarios 2+3: SSE and memory, {args.workers} worker(s)")
             ts, mt, mem, idle = scenario_sse(env, args.workers)

@@ -97,7 +97,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         var needsTeam = underV1
         if case .found(let r, _) = match { needsTeam = r.access == .team }
         if needsTeam {
-            switch x.snapshot.authenticator.authenticate(authorization: head.headers["authorization"], now: Int(time(nil))) {
+            switch Gateway.authenticate(head.headers["authorization"], x.snapshot, ctx.verifiedTokens) {
             case .team(let i): x.teamIndex = i
             case .expired: x.fail(.tokenExpired); return .answered
             case .missing, .invalid: x.fail(.unauthorized); return .answered
@@ -145,6 +145,17 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         response.attachment = nil
         x.received(body: request.body)
         route.handler(x, self)
+    }
+
+    /// The team token's verdict: this loop's recent verdict for the very same value, else a SHA-256
+    /// against the configured digests (remembered when it names a team).
+    static func authenticate(_ authorization: String?, _ snapshot: ConfigSnapshot, _ cache: VerifiedTokens) -> TokenAuthenticator.Outcome {
+        let now = Int(time(nil))
+        guard let authorization else { return .missing }
+        if let hit = cache.lookup(authorization, generation: snapshot.generation, now: now) { return hit }
+        let (outcome, expiry) = snapshot.authenticator.authenticateWithExpiry(authorization: authorization, now: now)
+        if case .team(let t) = outcome { cache.remember(authorization, team: t, expiresAt: expiry, generation: snapshot.generation) }
+        return outcome
     }
 
     /// The `Content-Length` of a head (already validated by the parser: digits, equal repeats).

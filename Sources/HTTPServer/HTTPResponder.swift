@@ -60,12 +60,25 @@ public final class HTTPResponder {
         headSent = true
         var h = consume head
         h.headers.fields.reserveCapacity(h.headers.count + 3)     // one copy for the fields added below
-        h.headers.remove("transfer-encoding")
-        h.headers.remove("connection")
-        h.headers.remove("keep-alive")
+        // One pass over the fields (by length first): framing and hop-by-hop fields are Veil's own.
+        var hasLength = false, hasDate = false, hopByHop = false
+        for f in h.headers.fields {
+            switch f.name.utf8.count {
+            case 4: hasDate = hasDate || asciiCaseInsensitiveEquals(f.name, "date")
+            case 10: hopByHop = hopByHop || asciiCaseInsensitiveEquals(f.name, "connection") || asciiCaseInsensitiveEquals(f.name, "keep-alive")
+            case 14: hasLength = hasLength || asciiCaseInsensitiveEquals(f.name, "content-length")
+            case 17: hopByHop = hopByHop || asciiCaseInsensitiveEquals(f.name, "transfer-encoding")
+            default: break
+            }
+        }
+        if hopByHop {
+            h.headers.remove("transfer-encoding")
+            h.headers.remove("connection")
+            h.headers.remove("keep-alive")
+        }
         let bodyless = isHead || h.status == 204 || h.status == 304 || (100...199).contains(h.status)
         var closeDelimited = false
-        if !h.headers.contains("content-length") && !bodyless {
+        if !hasLength && !bodyless {
             if versionMinor >= 1 { chunked = true; h.headers.add("transfer-encoding", "chunked") }
             else { closeDelimited = true }
             connection.releaseReadBufferIfEmpty()     // an open-ended body: likely a long stream
@@ -75,7 +88,7 @@ public final class HTTPResponder {
         if connection.responseStarting(wantsClose: wantsClose || closeDelimited || !requestKeepAlive) {
             h.headers.add("connection", "close")
         }
-        if !h.headers.contains("date") { h.headers.add("date", connection.server.httpDate(connection.loop.now)) }
+        if !hasDate { h.headers.add("date", connection.server.httpDate(connection.loop.now)) }
         // Sent when the current callback returns, with any body written in it (one send).
         connection.queueDeferred { HTTPResponseWriter.head(h, into: &$0) }
     }

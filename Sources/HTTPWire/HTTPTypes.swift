@@ -17,9 +17,10 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
     public func makeIterator() -> IndexingIterator<[HTTPField]> { fields.makeIterator() }
     public var count: Int { fields.count }
 
-    /// The first value of `name`, or nil.
+    /// The first value of `name`, or nil. Lengths first: most fields are another length.
     public subscript(_ name: String) -> String? {
-        for f in fields where asciiCaseInsensitiveEquals(f.name, name) { return f.value }
+        let n = name.utf8.count
+        for f in fields where f.name.utf8.count == n && asciiCaseInsensitiveEquals(f.name, name) { return f.value }
         return nil
     }
 
@@ -53,6 +54,9 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
 /// lengths first.
 @inlinable
 public func asciiCaseInsensitiveEquals<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
+    // Most lookups meet names of another length: O(1) for native strings, decided before any
+    // storage is reached.
+    if a.utf8.count != b.utf8.count { return false }
     let fast = a.utf8.withContiguousStorageIfAvailable { pa in
         b.utf8.withContiguousStorageIfAvailable { pb in asciiCaseInsensitiveEqualBytes(pa, pb) }
     }

@@ -87,9 +87,14 @@ public struct TokenAuthenticator: Sendable {
 
     /// `authorization` is the raw header value; `now` is Unix seconds.
     public func authenticate(authorization: String?, now: Int) -> Outcome {
-        guard authorization != nil else { return .missing }
-        // Byte-level parsing, digest on the stack: this runs for every request.
-        guard let token = bearerToken(authorization) else { return .invalid }
+        authenticateWithExpiry(authorization: authorization, now: now).outcome
+    }
+
+    /// The same, with the matched token's expiry (what `VerifiedTokens` keeps).
+    func authenticateWithExpiry(authorization: String?, now: Int) -> (outcome: Outcome, expiresAt: Int?) {
+        guard authorization != nil else { return (.missing, nil) }
+        // Byte-level parsing, digest on the stack.
+        guard let token = bearerToken(authorization) else { return (.invalid, nil) }
         let presented = sha256Digest(token)
         var found = -1
         var foundExpiry: Int? = nil
@@ -97,9 +102,9 @@ public struct TokenAuthenticator: Sendable {
             found = e.team
             foundExpiry = e.expiresAt
         }
-        guard found >= 0 else { return .invalid }
-        if let exp = foundExpiry, now >= exp { return .expired }
-        return .team(found)
+        guard found >= 0 else { return (.invalid, nil) }
+        if let exp = foundExpiry, now >= exp { return (.expired, exp) }
+        return (.team(found), foundExpiry)
     }
 }
 
@@ -120,5 +125,36 @@ extension StringProtocol {
         while let f = s.first, chars.contains(f) { s = s.dropFirst() }
         while let l = s.last, chars.contains(l) { s = s.dropLast() }
         return String(s)
+    }
+}
+
+/// `Authorization` values one loop verified recently (a keep-alive client sends the same one with
+/// every request): a hit costs a constant-time comparison instead of a SHA-256. Only successes
+/// are kept, each with its team, expiry and configuration generation (a reload forgets them all).
+/// Loop-confined.
+final class VerifiedTokens {
+    private struct Entry { var value: [UInt8]; var team: Int; var expiresAt: Int?; var generation: Int }
+    private var entries: [Entry] = []
+    static let capacity = 8
+
+    /// The outcome for `authorization` if this loop verified that exact value under `generation`.
+    func lookup(_ authorization: String, generation: Int, now: Int) -> TokenAuthenticator.Outcome? {
+        var value = authorization
+        return value.withUTF8 { u -> TokenAuthenticator.Outcome? in
+            guard let base = u.baseAddress else { return nil }
+            for i in entries.indices where entries[i].generation == generation && entries[i].value.count == u.count {
+                let same = entries[i].value.withUnsafeBytes { CRYPTO_memcmp($0.baseAddress, base, u.count) } == 0
+                guard same else { continue }
+                if let exp = entries[i].expiresAt, now >= exp { return .expired }
+                if i > 0 { entries.swapAt(0, i) }
+                return .team(entries[0].team)
+            }
+            return nil
+        }
+    }
+
+    func remember(_ authorization: String, team: Int, expiresAt: Int?, generation: Int) {
+        if entries.count >= Self.capacity { entries.removeLast() }
+        entries.insert(Entry(value: Array(authorization.utf8), team: team, expiresAt: expiresAt, generation: generation), at: 0)
     }
 }

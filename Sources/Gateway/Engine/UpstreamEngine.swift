@@ -28,7 +28,9 @@ final class UpstreamEngine<H: UpstreamHooks>: UpstreamDelegate {
     }
 
     private let x: Exchange
-    private var hooks: H
+    /// Unchecked exclusivity: loop-confined, and the hooks are pure (their `emit` writes to the
+    /// exchange, never back into this engine), so accesses cannot overlap.
+    @exclusivity(unchecked) private var hooks: H
     private var phase = Phase.waitingHead
     private var transfer: UpstreamTransfer?
     private var redactor: KeyRedactor

@@ -90,22 +90,28 @@ final class LoopMetrics {
 
     init(_ metrics: GatewayMetrics) { self.metrics = metrics }
 
+    /// The last series used (most requests repeat it): found without hashing four strings.
+    private var lastRequest: (key: RequestKey, counter: Prometheus.Counter)?
+    private var lastLatency: (route: String, histogram: ValueHistogram)?
+
     func request(route: String, method: String, status: Int, team: String?, errorCode: String?, upstreamMillis: Int?) {
         let t = team ?? "none"
         let key = RequestKey(route: route, method: method, status: status, team: t)
         let c: Prometheus.Counter
-        if let hit = requests[key] { c = hit } else {
+        if let last = lastRequest, last.key == key { c = last.counter } else if let hit = requests[key] { c = hit; lastRequest = (key, hit) } else {
             c = metrics.registry.makeCounter(descriptor: GatewayMetrics.Desc.requests,
                                              labels: [("route", route), ("method", method), ("status", String(status)), ("team", t)])
             requests[key] = c
+            lastRequest = (key, c)
         }
         c.increment()
         if let ms = upstreamMillis {
             let h: ValueHistogram
-            if let hit = upstreamLatency[route] { h = hit } else {
+            if let last = lastLatency, last.route == route { h = last.histogram } else if let hit = upstreamLatency[route] { h = hit; lastLatency = (route, hit) } else {
                 h = metrics.registry.makeValueHistogram(descriptor: GatewayMetrics.Desc.upstreamLatency, labels: [("route", route)],
                                                         buckets: GatewayMetrics.latencyBuckets)
                 upstreamLatency[route] = h
+                lastLatency = (route, h)
             }
             h.record(Double(ms) / 1000)
         }

@@ -37,7 +37,9 @@ struct ChatHooks: UpstreamHooks {
     let key: [UInt8]
     private var status = 0
     private var headers: [(name: String, value: String)] = []
-    private var events: SSEEventFilter
+    /// Made when the answer turns out to be a stream (a buffered answer needs none).
+    private var events: SSEEventFilter?
+    private let dropUsageChunk: Bool
     private var filterFailed = false
     private(set) var usage: Usage?
 
@@ -75,8 +77,7 @@ struct ChatHooks: UpstreamHooks {
         var r = HeaderPolicy.upstreamRequest(snapshot, requestID: requestID, "POST", snapshot.chatCompletionsURL,
                                              forwarding: callerHeaders, body: upstreamBody, json: true)
         if info.stream { r.receiveBufferBytes = streamReceiveBufferBytes }
-        return .success(ChatHooks(request: r, model: model, stream: info.stream, key: snapshot.apiKeyBytes,
-                                  events: SSEEventFilter(secret: snapshot.apiKeyBytes, dropUsageChunk: dropUsageChunk)))
+        return .success(ChatHooks(request: r, model: model, stream: info.stream, key: snapshot.apiKeyBytes, dropUsageChunk: dropUsageChunk))
     }
 
     /// A body Veil can't decide on: ambiguous members (`{"model":"A","MODEL":"B"}`: the upstream's
@@ -93,8 +94,8 @@ struct ChatHooks: UpstreamHooks {
         return APIError(400, "The request body must be a JSON object with `model` and `messages`.", code: "invalid_json")
     }
 
-    private init(request: UpstreamRequest, model: String, stream: Bool, key: [UInt8], events: SSEEventFilter) {
-        self.request = request; self.model = model; self.stream = stream; self.key = key; self.events = events
+    private init(request: UpstreamRequest, model: String, stream: Bool, key: [UInt8], dropUsageChunk: Bool) {
+        self.request = request; self.model = model; self.stream = stream; self.key = key; self.dropUsageChunk = dropUsageChunk
     }
 
     func makeRequest() -> Result<UpstreamRequest, APIError> { .success(request) }
@@ -106,6 +107,7 @@ struct ChatHooks: UpstreamHooks {
             var h = HeaderPolicy.callerHeaders(from: head.headers)
             h.replace("cache-control", "no-cache")
             h.replace("x-accel-buffering", "no")
+            events = SSEEventFilter(secret: key, dropUsageChunk: dropUsageChunk)
             return .stream(status: 200, headers: h)
         }
         status = head.status
@@ -123,7 +125,7 @@ struct ChatHooks: UpstreamHooks {
     var redactsStream: Bool { true }
 
     mutating func filter(_ bytes: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) -> Void) -> Bool {
-        do throws(SSEFilterError) { try events.process(bytes, emit: emit) } catch {
+        do throws(SSEFilterError) { try events?.process(bytes, emit: emit) } catch {
             filterFailed = true
             return false
         }
@@ -132,13 +134,13 @@ struct ChatHooks: UpstreamHooks {
 
     mutating func flush(emit: (UnsafeRawBufferPointer) -> Void) {
         guard !filterFailed else { return }
-        try? events.finish(emit: emit)
+        try? events?.finish(emit: emit)
     }
 
     /// A stream the upstream cut, or ended without `[DONE]`, ends with one `data: {"error":…}`
     /// event (what the OpenAI SDKs raise as an APIError), then a proper end of the chunked body.
     mutating func streamEnded(_ error: UpstreamError?) -> StreamEnding {
-        usage = events.usage
+        usage = events?.usage
         if filterFailed {
             let e = APIError(502, "The upstream sent a stream event larger than Veil accepts.", code: "upstream_event_too_large")
             return .endWith(ChatHooks.errorEvent(e), code: e.code!)
@@ -148,7 +150,7 @@ struct ChatHooks: UpstreamHooks {
             let e = APIError.upstream(error)
             return .endWith(ChatHooks.errorEvent(e), code: e.code ?? "upstream_error")
         }
-        if !events.sawDone {
+        if events?.sawDone != true {
             let e = APIError(502, "The upstream ended the stream without [DONE].", code: "upstream_stream_incomplete")
             return .endWith(ChatHooks.errorEvent(e), code: e.code!)
         }

@@ -24,8 +24,10 @@ enum HeaderPolicy {
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(4)
         for f in caller {
-            // The lower-case spelling from the allow-list itself: no lowercased copy per field.
-            guard let name = forwardedRequestNames.first(where: { asciiCaseInsensitiveEquals($0, f.name) }),
+            // The lower-case spelling from the allow-list itself: no lowercased copy per field;
+            // lengths first (most fields are none of these).
+            let n = f.name.utf8.count
+            guard let name = forwardedRequestNames.first(where: { $0.utf8.count == n && asciiCaseInsensitiveEquals($0, f.name) }),
                   name != omitted else { continue }
             out.append((name, f.value))
         }
@@ -63,7 +65,8 @@ enum HeaderPolicy {
     static func callerHeaders(from upstream: [(name: String, value: String)]) -> HTTPHeaders {
         var h = HTTPHeaders()
         for (name, value) in upstream {
-            guard let lower = forwardedResponseNames.first(where: { asciiCaseInsensitiveEquals($0, name) }) else { continue }
+            let n = name.utf8.count
+            guard let lower = forwardedResponseNames.first(where: { $0.utf8.count == n && asciiCaseInsensitiveEquals($0, name) }) else { continue }
             h.add(lower, value)
         }
         return h

@@ -47,11 +47,14 @@ struct Route: Sendable {
 
     var metricLabel: String { template }
 
-    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
     /// A method as a bounded label: known methods as they are, anything else `OTHER` (a caller
     /// can't mint metric label values).
-    static func methodLabel(_ m: String) -> String { knownMethods.contains(m) ? m : "OTHER" }
+    static func methodLabel(_ m: String) -> String {
+        switch m {
+        case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS": return m
+        default: return "OTHER"
+        }
+    }
 }
 
 /// What the path and method of a request resolve to.

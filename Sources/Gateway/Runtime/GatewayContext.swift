@@ -52,6 +52,8 @@ public final class LoopContext: @unchecked Sendable {
     public let upstream: UpstreamClientProtocol
     public var snapshot: ConfigSnapshot
     let storeExecutor: StoreExecutor
+    /// Team tokens this loop verified lately.
+    let verifiedTokens = VerifiedTokens()
     /// Metrics, readiness and usage recording for this loop (set by `Gateway.attach`).
     public internal(set) var ops: LoopOps?
 

@@ -11,6 +11,8 @@ import Synchronization
 public final class GatewayLog: Sendable {
     public let logger: Logger
     private let secret: Mutex<[UInt8]>
+    /// The key's length: text shorter than it cannot hold it (no lock taken for it).
+    private let secretLength: Atomic<Int>
     private let accessEnabled: Bool
     /// Where access lines go when they are not buffered per loop (tests capture them); nil:
     /// stdout, through each loop's `AccessLogBuffer`.
@@ -22,6 +24,7 @@ public final class GatewayLog: Sendable {
         l.logLevel = level
         logger = l
         secret = Mutex(Array(upstreamKey.utf8))
+        secretLength = Atomic(upstreamKey.utf8.count)
         accessEnabled = accessLog
         self.sink = sink
     }
@@ -41,12 +44,17 @@ public final class GatewayLog: Sendable {
     }
 
     public func redact(_ s: String) -> String {
+        let n = secretLength.load(ordering: .relaxed)
+        if n == 0 || s.utf8.count < n { return s }
         let key = secret.withLock { $0 }
         guard !key.isEmpty, s.utf8.count >= key.count else { return s }
         return String(decoding: KeyRedactor.redact(Array(s.utf8), secret: key), as: UTF8.self)
     }
 
-    public func updateKey(_ key: String) { secret.withLock { $0 = Array(key.utf8) } }
+    public func updateKey(_ key: String) {
+        secret.withLock { $0 = Array(key.utf8) }
+        secretLength.store(key.utf8.count, ordering: .relaxed)
+    }
 
     /// The exchange's access line: handed to the sink, or appended (with its newline) to `buffer`.
     func access(_ x: Exchange, durationMillis: Int, into buffer: inout [UInt8]) {

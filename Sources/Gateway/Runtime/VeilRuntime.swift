@@ -111,7 +111,12 @@ public final class VeilRuntime: @unchecked Sendable {
         published.withLock { $0 = (snapshot, share) }
         loops = (0..<n).map { EventLoop(id: $0) }
         let upstreamSettings = VeilRuntime.upstreamSettings(config)
-        if let problem = HTTPUpstreamClient.validate(upstreamSettings) { throw ConfigError("upstream.ca_file", problem) }
+        // An https upstream gets its TLS context (the CA store loaded, `ca_file` checked) before the
+        // first request; a plain one only if a caller's https URL (an image, a video file) needs it.
+        if config.upstream.baseURL.hasPrefix("https://") || config.upstream.caFile != nil,
+           let problem = HTTPUpstreamClient.validate(upstreamSettings) {
+            throw ConfigError("upstream.ca_file", problem)
+        }
         if !config.upstream.tlsVerify {
             log.logger.warning("upstream TLS certificate verification is OFF (upstream.tls_verify: false): anyone on the path can read the upstream key")
         }

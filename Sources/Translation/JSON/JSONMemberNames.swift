@@ -18,19 +18,36 @@
 
 /// The names a caller of `JSONParser.ambiguousTopLevelMember` reads, folded once.
 struct MemberNameCheck {
-    /// Folded form → the exact spelling Veil reads.
-    let reading: [[UInt8]: String]
+    /// Folded form and the exact spelling Veil reads (a handful: searched in order, no hashing).
+    let reading: [(folded: [UInt8], exact: String)]
 
     init(reading: Set<String>) {
-        var r: [[UInt8]: String] = [:]
-        for name in reading { r[foldMemberName(Array(name.utf8))] = name }
-        self.reading = r
+        self.reading = reading.sorted().map { (foldMemberName(Array($0.utf8)), $0) }
     }
 
     /// Whether `name` is a name Veil reads, spelled differently (`Stream` for `stream`).
     func isVariant(_ name: String, folded: [UInt8]) -> Bool {
-        guard let exact = reading[folded] else { return false }
-        return exact != name
+        guard let r = reading.first(where: { $0.folded == folded }) else { return false }
+        return r.exact != name
+    }
+}
+
+/// Folded names seen so far in one object: a short list searched in order (objects Veil decides
+/// on have a handful of members), a set once it grows, so a hostile body with thousands of
+/// members costs no more than hashing them.
+struct SeenMemberNames {
+    private var few: [[UInt8]] = []
+    private var many: Set<[UInt8]>?
+    static let listLimit = 16
+
+    /// False when `folded` was seen before.
+    mutating func insert(_ folded: [UInt8]) -> Bool {
+        if many != nil { return many!.insert(folded).inserted }
+        if few.contains(folded) { return false }
+        if few.count < Self.listLimit { few.append(folded); return true }
+        many = Set(few)
+        few = []
+        return many!.insert(folded).inserted
     }
 }
 

@@ -47,7 +47,7 @@ public struct JSONParser {
     ) throws(TranslationError) -> TopLevelScan {
         var p = JSONParser(buf, maxDepth: maxDepth)
         var out = TopLevelScan()
-        var seen = names.map { _ in Set<[UInt8]>() }
+        var seen = names.map { _ in SeenMemberNames() }
         p.skipWS()
         guard p.peek() == UInt8(ascii: "{") else {
             throw TranslationError(.unexpectedShape, "expected a JSON object")
@@ -64,7 +64,7 @@ public struct JSONParser {
                 let key = try p.parseKey(wanted)
                 if let names, out.ambiguous == nil {
                     let (name, folded) = try p.decodedAndFoldedKey(from: keyStart)
-                    if !seen!.insert(folded).inserted || names.isVariant(name, folded: folded) {
+                    if !seen!.insert(folded) || names.isVariant(name, folded: folded) {
                         out.ambiguous = name
                     }
                 }
