@@ -3,7 +3,7 @@
 FROM swift:6.3-bookworm AS build
 WORKDIR /src
 COPY scripts/deps scripts/deps
-RUN bash scripts/deps
+RUN VEIL_DEPS=build bash scripts/deps
 COPY Package.swift ./
 COPY Sources Sources
 COPY Tests Tests

@@ -25,6 +25,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // zlib: inflate for answers an upstream compressed although Veil asked for identity.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // libpq: the PostgreSQL backend's client (a store shared by several replicas).
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Sans-I/O HTTP/1.1: request parser, the connection state machine, response serialiser.
         // No sockets, no Foundation.
@@ -39,9 +41,9 @@ let package = Package(
         // Veil's own upstream client (HTTP/1.1 over TCP or TLS, HTTP/2 by ALPN, on the reactor;
         // pooled keep-alive, DNS off the loop), implementing Upstream's protocol-neutral seam.
         .target(name: "UpstreamHTTP", dependencies: ["Reactor", "HTTPWire", "Upstream", "CSystem", "COpenSSL", "CNGHTTP2"]),
-        // The store: records, backend protocols, SQLite (WAL), and the executor that runs a backend
-        // on store threads with completions delivered on the asking loop.
-        .target(name: "Store", dependencies: ["CSQLite"]),
+        // The store: records, backend protocols, SQLite (WAL), PostgreSQL (libpq), and the executor
+        // that runs a backend on store threads with completions delivered on the asking loop.
+        .target(name: "Store", dependencies: ["CSQLite", "CPostgres"]),
         // Pure schema translation between Veil's OpenAI shapes and the upstream's quirks (no I/O).
         .target(name: "Translation"),
         // Streaming gzip/deflate decoding with bomb limits, so redaction sees decoded bytes.
@@ -76,8 +78,10 @@ let package = Package(
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
         .testTarget(name: "TranslationTests", dependencies: ["Translation"]),
         .testTarget(name: "InflateTests", dependencies: ["Inflate"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store"]),
+        // Tests' private PostgreSQL clusters (initdb/pg_ctl from Debian's `postgresql`).
+        .target(name: "PostgresTestSupport", dependencies: ["Store"], path: "Tests/PostgresTestSupport"),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "PostgresTestSupport"]),
         .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire", "CNGHTTP2"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate", "PostgresTestSupport"]),
     ]
 )

@@ -1,4 +1,5 @@
 import HTTPServer
+import Synchronization
 import HTTPWire
 import Reactor
 import Upstream
@@ -16,13 +17,37 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     public var contexts: [LoopContext] = []
     public let log: GatewayLog
     public let store: StoreExecutor
+    /// This process among the replicas sharing the store (heartbeats, claims' holders).
+    public let replicaID: String
     let polls = PollCoalescer()
     public let metrics = GatewayMetrics()
     let routes = Gateway.routeTable
+    /// When "store unavailable" was last logged (monotonic ms): once a second is enough in an outage.
+    private let storeUnavailableLoggedAt = Atomic<UInt64>(0)
+    static let storeUnavailableLogIntervalMillis: UInt64 = 1_000
 
-    public init(log: GatewayLog, store: StoreExecutor) {
+    public init(log: GatewayLog, store: StoreExecutor, replicaID: String = Gateway.newReplicaID()) {
         self.log = log
         self.store = store
+        self.replicaID = replicaID
+    }
+
+    /// `host-pid-random`: unique among replicas, readable in the `replicas` table.
+    public static func newReplicaID() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        var rng = SystemRandomNumberGenerator()
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host.isEmpty ? "veil" : host)-\(getpid())-\(String(rng.next() as UInt32, radix: 16))"
+    }
+
+    /// Logs that the store can't answer, at most once per `storeUnavailableLogIntervalMillis`.
+    func logStoreUnavailable(_ error: StoreError) {
+        let now = EventLoop.monotonicMillis()
+        let last = storeUnavailableLoggedAt.load(ordering: .relaxed)
+        guard now >= last + Gateway.storeUnavailableLogIntervalMillis,
+              storeUnavailableLoggedAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
+        log.logger.warning("store unavailable: answering 503", metadata: ["reason": "\(log.redact("\(error)"))"])
     }
 
     /// Every route Veil serves (see `Route`).

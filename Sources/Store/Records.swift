@@ -1,5 +1,6 @@
-// Veil's records and the storage protocols. Backend-neutral: `SQLiteStore` implements them today; a
-// PostgreSQL backend can implement the same protocols later.
+// Veil's records and the storage protocols. Backend-neutral: `SQLiteStore` (one box) and
+// `PostgresStore` (several replicas sharing one database) implement the same protocols and pass
+// the same contract tests.
 //
 // Time convention: every timestamp in this module (createdAt, completedAt, expiresAt, updatedAt,
 // UsageRecord.time, and every `since:` argument) is Unix time in whole SECONDS, matching the OpenAI
@@ -157,12 +158,17 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case sql(String)
     /// A uniqueness rule was violated (e.g. a character name already taken).
     case conflict(String)
+    /// The store can't answer now (a database unreachable or restarting, no connection free, or
+    /// no answer before the call's deadline, `store.timeout_ms`). Retrying later may succeed; the
+    /// gateway answers 503 `store_unavailable`.
+    case unavailable(String)
 
     public var description: String {
         switch self {
         case .open(let path, let message): return "cannot open store at '\(path)': \(message)"
         case .sql(let message): return "store error: \(message)"
         case .conflict(let message): return "conflict: \(message)"
+        case .unavailable(let message): return "store unavailable: \(message)"
         }
     }
 }
@@ -217,4 +223,71 @@ public struct CharacterUpdate: Sendable, Equatable {
     public init(id: String, status: String, createdAt: Int? = nil) {
         self.id = id; self.status = status; self.createdAt = createdAt
     }
+}
+
+/// A team's video limits, checked by `reserveVideo` for the whole deployment at once.
+public struct VideoLimits: Sendable, Equatable {
+    /// `videos_per_day`: videos created in the last 24 hours (deleted ones included); nil = none.
+    public var perDay: Int?
+    /// `max_videos_in_flight`: videos not finished yet (not deleted); nil = none.
+    public var inFlight: Int?
+    /// An unfinished video counts against `inFlight` for at most this many seconds after its
+    /// creation (`videos.in_flight_max_age_s`): a video nobody polls to its end must not hold a
+    /// slot forever.
+    public var inFlightMaxAgeSeconds: Int
+
+    public init(perDay: Int? = nil, inFlight: Int? = nil, inFlightMaxAgeSeconds: Int = 3_600) {
+        self.perDay = perDay; self.inFlight = inFlight; self.inFlightMaxAgeSeconds = inFlightMaxAgeSeconds
+    }
+}
+
+/// The answer of `reserveVideo`.
+public enum VideoReservation: Sendable, Equatable {
+    /// A slot is held under this id until `confirmVideo`, `releaseVideoReservation` or its expiry.
+    case reserved(id: String)
+    /// The daily quota is used up: `used` videos (and reservations) in the last 24 hours.
+    case overDailyQuota(used: Int)
+    /// `count` videos (and reservations) are already in flight.
+    case overInFlight(count: Int)
+}
+
+/// The answer of `claimVideoPoll`.
+public enum VideoPollClaim: Sendable, Equatable {
+    /// This caller may ask the upstream now; nobody else may for the period asked.
+    case granted
+    /// Somebody asked within the period: answer from the stored state (nil: no such live video).
+    case taken(VideoRecord?)
+}
+
+/// What several processes sharing one store coordinate through it: video admission (quota and
+/// in-flight slots as one atomic reservation), the right to poll the upstream for a video, the
+/// right to create a character name upstream, and which replicas are alive.
+///
+/// Times: reservations use the caller's `now` (seconds, as the video rows they are counted with);
+/// poll claims, name claims and replica heartbeats use the store's own clock in milliseconds (the
+/// database's for PostgreSQL, so replicas' clock skew does not matter at `poll_cache_ms` scale).
+public protocol CoordinationStore: Sendable {
+    /// Atomically for every process sharing the store: when the team is under `limits`, records
+    /// a reservation `id` (counting as one video created at `now` and one in flight until
+    /// `expiresAt`, unless confirmed or released before) and answers `.reserved`; otherwise the
+    /// limit it is over (the daily quota is checked first). Expired reservations are forgotten.
+    func reserveVideo(id: String, team: String, limits: VideoLimits, now: Int, expiresAt: Int) throws -> VideoReservation
+    /// The upstream accepted the video: its row replaces the reservation (one transaction).
+    /// `reservation` nil: just the row (a team without video limits).
+    func confirmVideo(reservation: String?, _ v: VideoRecord) throws
+    /// The creation failed: the reservation's slot is free again. Unknown ids are ignored.
+    func releaseVideoReservation(id: String) throws
+    /// The right to ask the upstream for live video `id`'s state: granted when nobody claimed it
+    /// in the last `periodMillis` (store clock), and then nobody else gets it for that long.
+    func claimVideoPoll(id: String, periodMillis: Int) throws -> VideoPollClaim
+    /// The right to create a character named `name` upstream: false when a live character has the
+    /// name (case-insensitively) or another holder's claim on it has not expired.
+    func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool
+    /// Gives a claim back (only `holder`'s).
+    func releaseCharacterName(_ name: String, holder: String) throws
+    /// Records that `replica` is alive now and answers the replicas seen within `ttlMillis`
+    /// (itself included), sorted by id. Older entries are forgotten.
+    func heartbeat(replica: String, ttlMillis: Int) throws -> [String]
+    /// A replica stopping: the others see it gone at their next heartbeat.
+    func leave(replica: String) throws
 }

@@ -28,7 +28,7 @@ import Darwin
 ///
 /// Soft deletes: videos and characters get `deleted_at` instead of being removed, so deleted videos still
 /// count for quotas and deleted ids still work as pagination cursors.
-public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable {
+public final class SQLiteStore: StoreBackend, Sendable {
     public let path: String
     let core: Core
     private let flusher: pthread_t?
@@ -141,6 +141,28 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
         );
         -- one index only: usage is written on every request, summaries are rare admin reads
         CREATE INDEX usage_team_time ON usage(team, time);
+        """,
+        // 2: coordination (`CoordinationStore`): video admission as reservations, poll claims,
+        // character name claims, replicas' heartbeats.
+        """
+        ALTER TABLE videos ADD COLUMN poll_claimed_ms INTEGER;
+        CREATE INDEX videos_unfinished ON videos(team, created_at) WHERE status IN ('queued', 'in_progress') AND deleted_at IS NULL;
+        CREATE TABLE video_reservations (
+            id         TEXT PRIMARY KEY NOT NULL,
+            team       TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL
+        );
+        CREATE INDEX video_reservations_team ON video_reservations(team, expires_at);
+        CREATE TABLE character_name_claims (
+            name_key   TEXT PRIMARY KEY NOT NULL,
+            holder     TEXT NOT NULL,
+            expires_ms INTEGER NOT NULL
+        );
+        CREATE TABLE replicas (
+            id      TEXT PRIMARY KEY NOT NULL,
+            seen_ms INTEGER NOT NULL
+        );
         """,
     ]
 
@@ -330,6 +352,33 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
         static let updateCharacterStatus = "UPDATE characters SET status = ?2, updated_at = ?3, created_at = COALESCE(?4, created_at) WHERE id = ?1"
         static let deleteCharacter = "UPDATE characters SET deleted_at = ?3, updated_at = ?3 WHERE id = ?1 AND team = ?2 AND deleted_at IS NULL"
 
+        static let dropExpiredReservations = "DELETE FROM video_reservations WHERE team = ?1 AND expires_at <= ?2"
+        static let admissionCounts = """
+            SELECT \
+            (SELECT count(*) FROM videos WHERE team = ?1 AND created_at >= ?2) + \
+            (SELECT count(*) FROM video_reservations WHERE team = ?1 AND created_at >= ?2 AND expires_at > ?3), \
+            (SELECT count(*) FROM videos WHERE team = ?1 AND status IN ('queued', 'in_progress') AND deleted_at IS NULL \
+            AND created_at >= ?4) + \
+            (SELECT count(*) FROM video_reservations WHERE team = ?1 AND expires_at > ?3)
+            """
+        static let insertReservation = "INSERT INTO video_reservations (id, team, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)"
+        static let deleteReservation = "DELETE FROM video_reservations WHERE id = ?1"
+        static let claimPoll = """
+            UPDATE videos SET poll_claimed_ms = ?2 WHERE id = ?1 AND deleted_at IS NULL \
+            AND (poll_claimed_ms IS NULL OR poll_claimed_ms <= ?2 - ?3)
+            """
+        static let nameTaken = "SELECT 1 FROM characters WHERE name_key = ?1 AND deleted_at IS NULL"
+        static let claimName = """
+            INSERT INTO character_name_claims (name_key, holder, expires_ms) VALUES (?1, ?2, ?3 + ?4) \
+            ON CONFLICT (name_key) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+            WHERE character_name_claims.expires_ms <= ?3 OR character_name_claims.holder = excluded.holder
+            """
+        static let releaseName = "DELETE FROM character_name_claims WHERE name_key = ?1 AND holder = ?2"
+        static let upsertReplica = "INSERT INTO replicas (id, seen_ms) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms"
+        static let dropReplicas = "DELETE FROM replicas WHERE id <> ?1 AND seen_ms <= ?2 - ?3"
+        static let liveReplicas = "SELECT id FROM replicas ORDER BY id"
+        static let leave = "DELETE FROM replicas WHERE id = ?1"
+
         static let insertUsage = """
             INSERT INTO usage (time, team, endpoint, model, status, upstream_latency_ms, bytes_in, bytes_out, \
             prompt_tokens, completion_tokens, total_tokens, request_id) \
@@ -502,5 +551,79 @@ public final class SQLiteStore: VideoStore, CharacterStore, UsageStore, Sendable
             return try c.prepare(SQL.usageSummary(byTeam: false))
                 .query(since, UsageRecord.videoCreateEndpoint, row: read)
         }
+    }
+
+    // MARK: - CoordinationStore (one transaction each: `BEGIN IMMEDIATE` also serialises processes
+    // sharing the file)
+
+    public func reserveVideo(id: String, team: String, limits: VideoLimits, now: Int, expiresAt: Int) throws -> VideoReservation {
+        try core.with { c in
+            try c.transaction { () throws -> VideoReservation in
+                try c.prepare(SQL.dropExpiredReservations).run(team, now)
+                let counts = try c.prepare(SQL.admissionCounts).first(team, now - 86_400, now, now - limits.inFlightMaxAgeSeconds) { s in
+                    (s.int(0), s.int(1))
+                } ?? (0, 0)
+                if let perDay = limits.perDay, counts.0 >= perDay { return .overDailyQuota(used: counts.0) }
+                if let max = limits.inFlight, counts.1 >= max { return .overInFlight(count: counts.1) }
+                try c.prepare(SQL.insertReservation).run(id, team, now, expiresAt)
+                return .reserved(id: id)
+            }
+        }
+    }
+
+    public func confirmVideo(reservation: String?, _ v: VideoRecord) throws {
+        try core.with { c in
+            try c.transaction {
+                try c.prepare(SQL.insertVideo).run(Self.videoValues(v))
+                if let reservation { try c.prepare(SQL.deleteReservation).run(reservation) }
+            }
+        }
+    }
+
+    public func releaseVideoReservation(id: String) throws {
+        try core.with { c in try c.prepare(SQL.deleteReservation).run(id) }
+    }
+
+    public func claimVideoPoll(id: String, periodMillis: Int) throws -> VideoPollClaim {
+        let now = StoreClock.wallMillis()
+        return try core.with { c in
+            try c.transaction { () throws -> VideoPollClaim in
+                guard let current = try c.prepare(SQL.videoByID).first(id, row: Self.readVideo) else { return .taken(nil) }
+                try c.prepare(SQL.claimPoll).run(id, now, max(0, periodMillis))
+                return c.changes > 0 ? .granted : .taken(current)
+            }
+        }
+    }
+
+    public func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool {
+        let key = Self.nameKey(name)
+        let now = StoreClock.wallMillis()
+        return try core.with { c in
+            try c.transaction { () throws -> Bool in
+                if try c.prepare(SQL.nameTaken).first(key, row: { _ in true }) == true { return false }
+                try c.prepare(SQL.claimName).run(key, holder, now, max(0, ttlMillis))
+                return c.changes > 0
+            }
+        }
+    }
+
+    public func releaseCharacterName(_ name: String, holder: String) throws {
+        let key = Self.nameKey(name)
+        try core.with { c in try c.prepare(SQL.releaseName).run(key, holder) }
+    }
+
+    public func heartbeat(replica: String, ttlMillis: Int) throws -> [String] {
+        let now = StoreClock.wallMillis()
+        return try core.with { c in
+            try c.transaction { () throws -> [String] in
+                try c.prepare(SQL.upsertReplica).run(replica, now)
+                try c.prepare(SQL.dropReplicas).run(replica, now, max(1, ttlMillis))
+                return try c.prepare(SQL.liveReplicas).query { $0.text(0) }
+            }
+        }
+    }
+
+    public func leave(replica: String) throws {
+        try core.with { c in try c.prepare(SQL.leave).run(replica) }
     }
 }

@@ -3,9 +3,9 @@ import Glibc
 #endif
 import Synchronization
 
-/// Everything the gateway keeps, as one blocking backend (`SQLiteStore` today). A backend's calls
-/// may block (disk, network): they run only on store threads, through `StoreExecutor`.
-public typealias StoreBackend = VideoStore & CharacterStore & UsageStore
+/// Everything the gateway keeps, as one blocking backend (`SQLiteStore` or `PostgresStore`). A
+/// backend's calls may block (disk, network): they run only on store threads, through `StoreExecutor`.
+public typealias StoreBackend = VideoStore & CharacterStore & UsageStore & CoordinationStore
 
 /// Where a store call's completion is delivered: the event loop that asked (`EventLoop` conforms
 /// in the gateway). `deliver` is called from a store thread and must be thread-safe.
@@ -17,14 +17,23 @@ public protocol StoreCompletionTarget: AnyObject, Sendable {
 /// caller's loop. No event loop ever waits for the store, whatever the backend does (a slow disk,
 /// a networked database that is restarting).
 ///
-/// Calls from one submitter run in order. `threads` > 1 lets a backend that serves concurrent
-/// calls (a connection pool) use them; SQLite behind one connection gains nothing from it.
+/// Every call has a deadline (`callTimeoutMillis` after it was submitted, `store.timeout_ms`): a
+/// call still queued at its deadline is answered `StoreError.unavailable` without running, and a
+/// running call finds its deadline in `StoreDeadline.current`, which a networked backend bounds
+/// every wait by. A backend that ignores it (SQLite on a stalled disk) is caught by the gateway's
+/// own guard (`LoopContext.store`).
+///
+/// With one thread, calls run in the order they were submitted. `threads` > 1 (a connection
+/// pool: PostgreSQL) runs them concurrently, in no particular order.
 public final class StoreExecutor: Sendable {
     public let backend: any StoreBackend
+    /// How long a call may take from submission to its answer (`store.timeout_ms`).
+    public let callTimeoutMillis: Int
     private let queue: WorkQueue
 
-    public init(backend: any StoreBackend, threads: Int = 1, name: String = "veil-store") {
+    public init(backend: any StoreBackend, threads: Int = 1, name: String = "veil-store", callTimeoutMillis: Int = 3_000) {
         self.backend = backend
+        self.callTimeoutMillis = max(1, callTimeoutMillis)
         queue = WorkQueue(threads: max(1, threads), name: name)
     }
 
@@ -36,14 +45,29 @@ public final class StoreExecutor: Sendable {
                                  then completion: @escaping (Result<T, StoreError>) -> Void) {
         let done = LoopBound(completion)
         let backend = self.backend
+        let deadline = StoreClock.monotonicMillis() + UInt64(callTimeoutMillis)
         queue.submit {
             let result: Result<T, StoreError>
-            do { result = .success(try operation(backend)) } catch let e as StoreError {
-                result = .failure(e)
-            } catch {
-                result = .failure(.sql("\(error)"))
+            if StoreClock.monotonicMillis() >= deadline {
+                result = .failure(.unavailable("the call waited for a store thread past store.timeout_ms"))
+            } else {
+                result = StoreDeadline.with(deadline) { StoreExecutor.perform(operation, backend) }
             }
             target.deliver { done.value(result) }
+        }
+    }
+
+    /// Runs `operation` now on the calling thread (not an event loop: the command line, start-up)
+    /// with the same deadline and error mapping as `run`.
+    public func runHere<T>(_ operation: (any StoreBackend) throws -> T) -> Result<T, StoreError> {
+        StoreDeadline.with(StoreClock.monotonicMillis() + UInt64(callTimeoutMillis)) { StoreExecutor.perform(operation, backend) }
+    }
+
+    private static func perform<T>(_ operation: (any StoreBackend) throws -> T, _ backend: any StoreBackend) -> Result<T, StoreError> {
+        do { return .success(try operation(backend)) } catch let e as StoreError {
+            return .failure(e)
+        } catch {
+            return .failure(.sql("\(error)"))
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Gateway
 import Glibc
+import Store
 
 struct HashToken: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -90,8 +91,10 @@ struct CheckConfig: ParsableCommand {
         abstract: "Run every check `serve` runs on the configuration, then exit (0 = it would start).",
         discussion: """
         Checked: the YAML and every key, every environment variable it uses (all missing ones at
-        once), the key file, host names in `listen` (resolved), the store's directory. Not checked:
-        whether the port is free (a running Veil holds it; `serve` refuses a taken port at start).
+        once), the key file, host names in `listen` (resolved), the store's directory — or, with
+        store.url, that PostgreSQL answers and whether its schema is current (`serve` and
+        `veil migrate` bring it up to date). Not checked: whether the port is free (a running Veil
+        holds it; `serve` refuses a taken port at start).
         """)
     @OptionGroup var options: ConfigOption
     func run() {
@@ -101,8 +104,14 @@ struct CheckConfig: ParsableCommand {
         var summary = ""
         do {
             let c = try ConfigLoader.load(yaml: try readFile(path), environment: env)
-            if let p = Preflight.storeProblem(c.store.path) { found.append(p) }
-            summary = "\(path): valid — \(c.teams.count) team(s), upstream \(StartupLine.origin(c.upstream.baseURL)), listen \(c.listen), store \(c.store.path)"
+            var storeNote = ""
+            if let url = c.store.url {
+                switch StoreCheck.postgres(c.store, url: url) {
+                case .failure(let problem): found.append(problem)
+                case .success(let note): storeNote = " (\(note))"
+                }
+            } else if let p = Preflight.storeProblem(c.store.path) { found.append(p) }
+            summary = "\(path): valid — \(c.teams.count) team(s), upstream \(StartupLine.origin(c.upstream.baseURL)), listen \(c.listen), store \(c.store.label)\(storeNote)"
         } catch {
             found.append("\(fileExists(path) ? path + ": " : "")\(error)")
             if found.count == 1 { fail(found[0], hints: Preflight.hints(for: error, configPath: path, configExists: fileExists(path))) }
@@ -119,17 +128,25 @@ struct Usage: ParsableCommand {
     @OptionGroup var options: ConfigOption
     @Option(name: .long, help: "Only this team.") var team: String?
     @Option(name: .long, help: "How far back: 90s, 30m, 24h, 7d, 2w.") var since = "24h"
-    @Option(name: .long, help: "The store file (default: store.path of the configuration).") var store: String?
+    @Option(name: .long, help: "The store: a SQLite file or a postgres:// URL (default: store.url or store.path of the configuration).") var store: String?
 
     func run() throws {
         guard let seconds = UsageReport.parseDuration(since) else { fail("--since `\(since)`: use a number and s, m, h, d or w (e.g. 24h)") }
-        let path: String
-        if let store { path = store } else {
+        var settings = GatewayConfig.StoreSettings()
+        if let store {
+            if StoreURL.isPostgres(store) { settings.url = store } else { settings.path = store }
+        } else {
             let (env, _) = environment()
             let cfg = options.path(env)
-            do { path = try ConfigLoader.load(yaml: try readFile(cfg), environment: env, requireUpstreamKey: false).store.path }
+            do { settings = try ConfigLoader.load(yaml: try readFile(cfg), environment: env, requireUpstreamKey: false).store }
             catch { fail("\(cfg): \(error)", hints: Preflight.hints(for: error, configPath: cfg, configExists: fileExists(cfg))) }
         }
+        if let url = settings.url {
+            do { print(try UsageReport.run(postgres: VeilRuntime.postgresSettings(settings, url: url), team: team, sinceSeconds: seconds), terminator: "") }
+            catch { fail("\(error)") }
+            return
+        }
+        let path = settings.path
         guard path != ":memory:" else { fail("the store is in memory (sandbox mode): nothing to read") }
         // Opening would create an empty store and report nothing: a wrong path must say so.
         guard fileExists(path) else { fail("store `\(path)` does not exist (nothing was recorded there; is --store or store.path right?)") }

@@ -9,6 +9,7 @@ enum VeilEnvironment {
         ("VEIL_UPSTREAM_URL", "overrides `upstream.base_url`"),
         ("VEIL_UPSTREAM_KEY", "overrides `upstream.api_key`"),
         ("VEIL_UPSTREAM_KEY_FILE", "file holding the key, if VEIL_UPSTREAM_KEY is unset"),
+        ("VEIL_STORE_URL", "overrides `store.url` (PostgreSQL; store.path is then not used)"),
         ("VEIL_SANDBOX_KEY", "--sandbox: the stand-in's key (default: random)"),
     ]
 

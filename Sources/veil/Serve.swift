@@ -46,13 +46,14 @@ struct Serve: ParsableCommand {
             do { config = try ConfigLoader.load(yaml: SandboxMode.configText(userConfig: userText), environment: env) }
             catch { fail("\(named ? path + ": " : "")\(error)") }
             config.store.path = ":memory:"
+            config.store.url = nil
             problems = []  // the key file is not used in sandbox mode
         } else {
             if let p = problems.first { fail(p) }
             do { config = try ConfigLoader.load(yaml: try readFile(path), environment: env) } catch {
                 fail("\(fileExists(path) ? path + ": " : "")\(error)", hints: Preflight.hints(for: error, configPath: path, configExists: fileExists(path)))
             }
-            if let p = Preflight.storeProblem(config.store.path) {
+            if config.store.url == nil, let p = Preflight.storeProblem(config.store.path) {
                 fail(p, hints: path == "config/veil.yaml" ? ["on a development machine: --config config/veil.dev.yaml keeps the store in the current directory"] : [])
             }
         }
@@ -70,7 +71,7 @@ struct Serve: ParsableCommand {
         do { port = try runtime.start() } catch { fail("cannot start: \(error)") }
         runtime.log.logger.info(Logger.Message(stringLiteral: StartupLine.message), metadata: StartupLine.metadata(
             version: VeilVersion.current, configPath: named ? path : nil, listen: config.listen, port: port,
-            loops: runtime.loops.count, upstreamBaseURL: config.upstream.baseURL, storePath: config.store.path,
+            loops: runtime.loops.count, upstreamBaseURL: config.upstream.baseURL, storePath: config.store.label,
             teams: config.teams.count, sandbox: sandbox))
         if let s = sandboxHandle {
             StandardError.write(SandboxMode.banner(port: port, upstream: s.baseURL, configPath: named ? path : nil, teams: config.teams))

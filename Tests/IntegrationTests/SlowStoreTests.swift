@@ -8,7 +8,7 @@ import Testing
 /// connections of the same loop are answered at once.
 @Suite struct SlowStoreTests {
     /// A real store whose video reads take `delayMillis` (a disk stalling, a database restarting).
-    final class SlowStore: VideoStore, CharacterStore, UsageStore, @unchecked Sendable {
+    final class SlowStore: StoreBackend, @unchecked Sendable {
         let inner: SQLiteStore
         let delayMillis: Int
         let slowCalls = Atomic<Int>(0)
@@ -36,6 +36,18 @@ import Testing
         func deleteCharacter(id: String, team: String) throws -> Bool { try inner.deleteCharacter(id: id, team: team) }
         func recordUsage(_ u: UsageRecord) throws { try inner.recordUsage(u) }
         func usageSummary(team: String?, since: Int) throws -> [UsageSummary] { try inner.usageSummary(team: team, since: since) }
+        func reserveVideo(id: String, team: String, limits: VideoLimits, now: Int, expiresAt: Int) throws -> VideoReservation {
+            try inner.reserveVideo(id: id, team: team, limits: limits, now: now, expiresAt: expiresAt)
+        }
+        func confirmVideo(reservation: String?, _ v: VideoRecord) throws { try inner.confirmVideo(reservation: reservation, v) }
+        func releaseVideoReservation(id: String) throws { try inner.releaseVideoReservation(id: id) }
+        func claimVideoPoll(id: String, periodMillis: Int) throws -> VideoPollClaim { try inner.claimVideoPoll(id: id, periodMillis: periodMillis) }
+        func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool {
+            try inner.claimCharacterName(name, holder: holder, ttlMillis: ttlMillis)
+        }
+        func releaseCharacterName(_ name: String, holder: String) throws { try inner.releaseCharacterName(name, holder: holder) }
+        func heartbeat(replica: String, ttlMillis: Int) throws -> [String] { try inner.heartbeat(replica: replica, ttlMillis: ttlMillis) }
+        func leave(replica: String) throws { try inner.leave(replica: replica) }
     }
 
     @Test func aSlowStoreDelaysNoOtherConnectionOnItsLoop() throws {
@@ -58,5 +70,25 @@ import Testing
         #expect(others < 1_000, "other connections waited \(others) ms for the store")
         #expect(waitUntil(5) { slowDone.load(ordering: .relaxed) > 0 })
         #expect(slowDone.load(ordering: .relaxed) >= 1_400, "the slow call answered after \(slowDone.load(ordering: .relaxed)) ms")
+    }
+
+    /// A store call that never comes back in time (here a stalled SQLite, which no deadline can
+    /// interrupt) is answered 503 `store_unavailable` by the loop's own guard, within
+    /// `store.timeout_ms` and its grace — not after the store's 1.5 s.
+    @Test func aStoreCallPastTheTimeoutIsAnswered503() throws {
+        let store = try SlowStore(delayMillis: 1_500)
+        let h = try VeilHarness(workers: 1, storeYAML: ["timeout_ms: 300", "statement_timeout_ms: 200"], backend: store)
+        defer { h.stop() }
+        let t0 = RawHTTPClient.nowMillis()
+        let r = try h.get("/v1/videos")
+        let took = RawHTTPClient.nowMillis() - t0
+        #expect(r.status == 503)
+        #expect((jsonObject(r)["error"] as? [String: Any])?["code"] as? String == "store_unavailable")
+        #expect(r.header("retry-after") == "1")
+        #expect(took >= 250 && took < 1_200, "answered after \(took) ms")
+        // The calls queued behind the stalled one are answered at their own deadline, unrun.
+        let t1 = RawHTTPClient.nowMillis()
+        #expect(try h.get("/v1/videos").status == 503)
+        #expect(RawHTTPClient.nowMillis() - t1 < 1_200)
     }
 }

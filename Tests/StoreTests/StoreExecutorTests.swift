@@ -67,4 +67,29 @@ import Testing
         #expect(executor.queuedCount == 0)
         #expect(inbox.run(until: 10, seconds: 1) == 10)
     }
+
+    /// A call still queued at its deadline (`store.timeout_ms`) is answered `unavailable`
+    /// without running; a running call sees its deadline in `StoreDeadline.current`.
+    @Test func callsQueuedPastTheirDeadlineFailWithoutRunning() throws {
+        let executor = StoreExecutor(backend: try SQLiteStore(path: ":memory:"), callTimeoutMillis: 150)
+        defer { executor.shutdown() }
+        let inbox = Inbox()
+        let ranSecond = Atomic<Bool>(false)
+        let sawDeadline = Atomic<Bool>(false)
+        var first: Result<Int, StoreError>?
+        var second: Result<Int, StoreError>?
+        executor.run(on: inbox, { _ in
+            if let d = StoreDeadline.current, d > StoreClock.monotonicMillis() { sawDeadline.store(true, ordering: .relaxed) }
+            usleep(300_000)                     // longer than the second call's whole budget
+            return 1
+        }) { first = $0 }
+        executor.run(on: inbox, { _ in ranSecond.store(true, ordering: .relaxed); return 2 }) { second = $0 }
+        #expect(inbox.run(until: 2) == 2)
+        #expect(try first?.get() == 1)
+        guard case .failure(.unavailable)? = second else { Issue.record("expected unavailable, got \(String(describing: second))"); return }
+        let secondRan = ranSecond.load(ordering: .relaxed), deadlineSeen = sawDeadline.load(ordering: .relaxed)
+        #expect(secondRan == false)
+        #expect(deadlineSeen)
+        #expect(StoreDeadline.current == nil, "the test's own thread has no deadline")
+    }
 }

@@ -1,5 +1,6 @@
 import Testing
 import Synchronization
+import PostgresTestSupport
 @testable import Store
 #if canImport(Glibc)
 import Glibc
@@ -21,6 +22,7 @@ private func remove(_ path: String) {
     for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
 }
 
+/// SQLite-only tests (WAL, the flusher's internals, file errors).
 private func withStore(_ body: (SQLiteStore, String) throws -> Void) throws {
     let path = tempPath()
     defer { remove(path) }
@@ -29,17 +31,67 @@ private func withStore(_ body: (SQLiteStore, String) throws -> Void) throws {
     try body(store, path)
 }
 
-private func video(_ n: Int, team: String = "team-a", createdAt: Int = 1_700_000_000) -> VideoRecord {
+// MARK: - One contract, two backends
+
+/// The backends every contract test runs against. PostgreSQL runs in a private cluster the test
+/// process starts (`PostgresCluster`); without PostgreSQL installed these tests FAIL, saying so.
+enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+}
+
+/// What the contract tests need besides the protocols.
+protocol ContractStore: StoreBackend {
+    func close()
+    func flushUsage() throws
+}
+extension SQLiteStore: ContractStore {}
+extension PostgresStore: ContractStore {}
+
+/// A store's location (a file, a database), to open it (again: the same data) and remove it.
+final class StoreFixture: @unchecked Sendable {
+    let backend: Backend
+    let location: String
+
+    init(_ backend: Backend) throws {
+        self.backend = backend
+        switch backend {
+        case .sqlite: location = tempPath()
+        case .postgres: location = try PostgresCluster.shared().createDatabase()
+        }
+    }
+
+    func open() throws -> any ContractStore {
+        switch backend {
+        case .sqlite: return try SQLiteStore(path: location)
+        case .postgres: return try PostgresStore(settings: PostgresSettings(url: location))
+        }
+    }
+
+    func cleanup() {
+        if backend == .sqlite { remove(location) }
+    }
+}
+
+func withStore(_ backend: Backend, _ body: (any ContractStore, StoreFixture) throws -> Void) throws {
+    let fixture = try StoreFixture(backend)
+    defer { fixture.cleanup() }
+    let store = try fixture.open()
+    defer { store.close() }
+    try body(store, fixture)
+}
+
+func video(_ n: Int, team: String = "team-a", createdAt: Int = 1_700_000_000) -> VideoRecord {
     VideoRecord(id: "video_\(n)", upstreamID: "\(n)", team: team, model: "sora-2", prompt: "prompt \(n)",
                 size: "1280x720", seconds: "8", createdAt: createdAt)
 }
 
-private func character(_ n: Int, name: String, team: String = "team-a", createdAt: Int = 1_700_000_000) -> CharacterRecord {
+func character(_ n: Int, name: String, team: String = "team-a", createdAt: Int = 1_700_000_000) -> CharacterRecord {
     CharacterRecord(id: "char_\(n)", upstreamID: "\(n)", team: team, name: name, description: "desc \(n)",
                     videoID: "video_1", start: 1.5, end: 3.25, createdAt: createdAt)
 }
 
-private func usage(_ team: String, _ endpoint: String, status: Int = 200, time: Int = 2_000,
+func usage(_ team: String, _ endpoint: String, status: Int = 200, time: Int = 2_000,
                    tokens: (Int, Int)? = nil) -> UsageRecord {
     UsageRecord(time: time, team: team, endpoint: endpoint, model: "m", status: status,
                 upstreamLatencyMillis: 12, bytesIn: 10, bytesOut: 20,
@@ -48,13 +100,13 @@ private func usage(_ team: String, _ endpoint: String, status: Int = 200, time: 
 }
 
 /// Runs `body(i)` on `count` plain pthreads and joins them.
-private final class ThreadBox {
+final class ThreadBox {
     let index: Int
     let body: (Int) -> Void
     init(index: Int, body: @escaping (Int) -> Void) { self.index = index; self.body = body }
 }
 
-private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
+func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     var threads: [pthread_t] = []
     for i in 0..<count {
         let box = Unmanaged.passRetained(ThreadBox(index: i, body: body)).toOpaque()
@@ -72,8 +124,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
 
 // MARK: - Videos
 
-@Test func insertGetUpdate() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func insertGetUpdate(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         var v = video(4078)
         try store.insertVideo(v)
         #expect(try store.video(id: "video_4078", team: "team-a") == v)
@@ -103,8 +155,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     }
 }
 
-@Test func anotherTeamGetsNil() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func anotherTeamGetsNil(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         try store.insertVideo(video(7, team: "team-a"))
         #expect(try store.video(id: "video_7", team: "team-b") == nil)
         #expect(try store.videoAnyTeam(id: "video_7")?.team == "team-a")
@@ -117,8 +169,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     }
 }
 
-@Test func listPagination() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func listPagination(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         var expected: [VideoRecord] = []
         for i in 0..<250 {
             // Three videos per second so that ties are broken by id.
@@ -171,8 +223,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     }
 }
 
-@Test func softDeleteHidesButCountsForQuota() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func softDeleteHidesButCountsForQuota(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         for i in 1...3 { try store.insertVideo(video(i, createdAt: 5_000 + i)) }
         try store.insertVideo(video(99, createdAt: 100))  // before the quota window
         try store.insertVideo(video(50, team: "team-b", createdAt: 5_001))
@@ -192,8 +244,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
 
 // MARK: - Characters
 
-@Test func characterNameConflictIsCaseInsensitiveAndFreedAfterDelete() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func characterNameConflictIsCaseInsensitiveAndFreedAfterDelete(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         try store.insertCharacter(character(1, name: "Alice", team: "team-a"))
         #expect(throws: StoreError.conflict("character name 'ALICE' is already taken")) {
             try store.insertCharacter(character(2, name: "ALICE", team: "team-b"))
@@ -219,8 +271,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     }
 }
 
-@Test func charactersNewestFirstAndStatusBatchUpdate() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func charactersNewestFirstAndStatusBatchUpdate(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         for i in 1...4 { try store.insertCharacter(character(i, name: "c\(i)", createdAt: 100 + i)) }
         try store.insertCharacter(character(9, name: "other", team: "team-b"))
         #expect(try store.characters(team: "team-a").map(\.id) == ["char_4", "char_3", "char_2", "char_1"])
@@ -240,8 +292,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
 
 // MARK: - Usage
 
-@Test func usageSummaryAggregates() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func usageSummaryAggregates(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         let v = UsageRecord.videoCreateEndpoint
         try store.recordUsage(usage("team-b", v, status: 200))
         try store.recordUsage(usage("team-b", v, status: 429))
@@ -354,13 +406,13 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
 
 // MARK: - Durability, configuration, concurrency
 
-@Test func persistenceAcrossReopen() throws {
-    let path = tempPath()
-    defer { remove(path) }
+@Test(arguments: Backend.allCases) func persistenceAcrossReopen(_ backend: Backend) throws {
+    let fixture = try StoreFixture(backend)
+    defer { fixture.cleanup() }
     let v = video(4078, team: "team-a")
     let ch = character(58, name: "Nova", team: "team-a")
     do {
-        let store = try SQLiteStore(path: path)
+        let store = try fixture.open()
         try store.insertVideo(v)
         try store.insertCharacter(ch)
         try store.recordUsage(usage("team-a", UsageRecord.videoCreateEndpoint))  // buffered; close flushes
@@ -372,7 +424,7 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
         // Buffered usage too: a record taken after close() would never be written.
         #expect(throws: StoreError.sql("store is closed")) { try store.recordUsage(usage("team-a", "GET /v1/models")) }
     }
-    let store = try SQLiteStore(path: path)
+    let store = try fixture.open()
     defer { store.close() }
     #expect(try store.video(id: v.id, team: "team-a") == v)
     #expect(try store.video(id: v.id, team: "team-b") == nil)
@@ -381,9 +433,17 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     #expect(try store.countVideos(team: "team-a", since: 0) == 2)
     #expect(try store.video(id: "video_2", team: "team-a") == nil)
 
-    let c = try SQLiteConnection(path: path)
-    defer { c.close() }
-    #expect(try c.scalarInt("PRAGMA user_version") == SQLiteStore.schemaVersion)
+    switch backend {
+    case .sqlite:
+        let c = try SQLiteConnection(path: fixture.location)
+        defer { c.close() }
+        #expect(try c.scalarInt("PRAGMA user_version") == SQLiteStore.schemaVersion)
+    case .postgres:
+        let c = try PostgresConnection(conninfo: fixture.location, deadline: StoreClock.monotonicMillis() + 5_000, statementTimeoutMillis: 0)
+        defer { c.close() }
+        let status = try PostgresSchema.status(c, deadline: StoreClock.monotonicMillis() + 5_000)
+        #expect(status.current == status.expected && status.expected == PostgresSchema.version)
+    }
 }
 
 @Test func walModeIsOn() throws {
@@ -401,8 +461,8 @@ private func runThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     #expect(try store.video(id: "video_1", team: "team-a") != nil)
 }
 
-@Test func concurrentInsertsFromFourThreads() throws {
-    try withStore { store, _ in
+@Test(arguments: Backend.allCases) func concurrentInsertsFromFourThreads(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
         let failures = Atomic<Int>(0)
         runThreads(4) { t in
             for i in 0..<100 {

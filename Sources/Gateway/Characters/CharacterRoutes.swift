@@ -41,7 +41,7 @@ enum CharacterRoutes {
         }) { result in
             let found: (video: VideoRecord?, nameTaken: Bool)
             switch result {
-            case .failure(let e): return x.fail(VideoRoutes.storeFailure(g, e))
+            case .failure(let e): return VideoRoutes.failStore(x, g, e)
             case .success(let f): found = f
             }
             guard let video = found.video else {
@@ -78,26 +78,35 @@ enum CharacterRoutes {
                  param: "name", code: "character_name_taken")
     }
 
-    /// The upstream call, then the store. Two concurrent creations with one name can't both reach
-    /// the upstream (`PendingCharacterNames`); the store's unique index settles the rest.
+    /// The upstream call, then the store. The name is claimed in the store first (checked again:
+    /// a poll before this may have taken a while), so two concurrent creations with one name —
+    /// on any replicas — can't both reach the upstream; the store's unique index settles the rest.
     static func submit(_ x: Exchange, _ g: Gateway, _ input: CharacterCreateInput, team: String) {
-        // Checked again: a poll before this may have taken a while.
-        x.context.store({ db in try db.characterByName(input.name) != nil }) { taken in
-            switch taken {
-            case .failure(let e): x.fail(VideoRoutes.storeFailure(g, e))
-            case .success(true): x.fail(nameTakenError(input.name))
-            case .success(false): createUpstream(x, g, input, team: team)
+        let holder = g.replicaID + "/" + x.requestID
+        let ttl = x.snapshot.config.upstream.requestTimeoutMillis + nameClaimMarginMillis
+        x.context.store({ db in try db.claimCharacterName(input.name, holder: holder, ttlMillis: ttl) }) { claimed in
+            switch claimed {
+            case .failure(let e): VideoRoutes.failStore(x, g, e)
+            case .success(false): x.fail(nameTakenError(input.name))
+            case .success(true): createUpstream(x, g, input, team: team, holder: holder)
             }
         }
     }
 
-    private static func createUpstream(_ x: Exchange, _ g: Gateway, _ input: CharacterCreateInput, team: String) {
-        guard PendingCharacterNames.shared.reserve(input.name, gateway: g) else { return x.fail(nameTakenError(input.name)) }
+    /// A name claim outlives the upstream call by this much (then a replica that died holding it
+    /// no longer blocks the name).
+    static let nameClaimMarginMillis = 60_000
+
+    private static func createUpstream(_ x: Exchange, _ g: Gateway, _ input: CharacterCreateInput, team: String, holder: String) {
+        let ctx = x.context
+        let releaseClaim = {
+            ctx.storeExecutor.run(on: ctx.loop, { db in try db.releaseCharacterName(input.name, holder: holder) }) { _ in }
+        }
         UpstreamEngine.fetch(x, CharacterCreateHooks(x.snapshot, requestID: x.requestID, input: input)) { result in
             let created: UpstreamCharacter
             switch result {
             case .failure(let e):
-                PendingCharacterNames.shared.release(input.name, gateway: g)
+                releaseClaim()
                 return x.fail(e)
             case .success(let c): created = c
             }
@@ -106,8 +115,10 @@ enum CharacterRoutes {
                                          description: input.description, videoID: input.videoID,
                                          start: input.timestamps.start, end: input.timestamps.end,
                                          status: CharacterStatus(upstream: created.status).rawValue, createdAt: Int(time(nil)))
-            x.context.store({ db in try db.insertCharacter(record) }) { stored in
-                PendingCharacterNames.shared.release(input.name, gateway: g)
+            x.context.store({ db in
+                defer { try? db.releaseCharacterName(input.name, holder: holder) }
+                try db.insertCharacter(record)
+            }) { stored in
                 switch stored {
                 case .success:
                     x.send(200, record.object.jsonBytes)
@@ -168,7 +179,7 @@ enum CharacterRoutes {
         x.context.store({ db in try db.characters(team: teamName) }) { result in
             var all: [CharacterRecord]
             switch result {
-            case .failure(let e): return x.fail(VideoRoutes.storeFailure(g, e))
+            case .failure(let e): return VideoRoutes.failStore(x, g, e)
             case .success(let a): all = a
             }
             if !query.descending { all.reverse() }  // the store answers newest first
@@ -197,7 +208,7 @@ enum CharacterRoutes {
         let teamName = team.name
         x.context.store({ db in try db.character(id: id, team: teamName) }) { result in
             switch result {
-            case .failure(let e): x.fail(VideoRoutes.storeFailure(g, e))
+            case .failure(let e): VideoRoutes.failStore(x, g, e)
             case .success(nil): x.fail(.notFound("No such character."))
             case .success(let r?): found(r)
             }
@@ -233,7 +244,7 @@ enum CharacterRoutes {
         let teamName = team.name
         x.context.store({ db in try db.deleteCharacter(id: id, team: teamName) }) { result in
             switch result {
-            case .failure(let e): x.fail(VideoRoutes.storeFailure(g, e))
+            case .failure(let e): VideoRoutes.failStore(x, g, e)
             case .success(false): x.fail(.notFound("No such character."))
             case .success(true):
                 var w = JSONObjectWriter()

@@ -1,3 +1,4 @@
+import Store
 import Translation
 
 /// A configuration problem, naming the key and what is wrong with it.
@@ -10,7 +11,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 
 /// Reads `veil.yaml` into a checked `GatewayConfig`: `${VAR}` interpolated from the environment,
 /// unknown keys refused (a typo must not become a silent default), then the environment
-/// overrides (`VEIL_LISTEN`, `VEIL_UPSTREAM_URL`, `VEIL_UPSTREAM_KEY`).
+/// overrides (`VEIL_LISTEN`, `VEIL_UPSTREAM_URL`, `VEIL_UPSTREAM_KEY`, `VEIL_STORE_URL`).
 public enum ConfigLoader {
     /// `requireUpstreamKey: false` (commands that never call the upstream: `veil usage`,
     /// `veil teams`) leaves `upstream.api_key` unread and unchecked.
@@ -73,12 +74,25 @@ public enum ConfigLoader {
             c.limits.lingeringTimeoutMillis = try r.int(l, "limits.lingering_timeout_ms", min: 0, max: 3_600_000) ?? c.limits.lingeringTimeoutMillis
             c.limits.lingeringBytes = try r.int(l, "limits.lingering_bytes", min: 0, max: 1 << 40) ?? c.limits.lingeringBytes
         }
-        if let s = try r.section(top, "store", allowed: ["path"]) {
-            c.store.path = try r.string(s, "store.path") ?? c.store.path
+        if let s = try r.section(top, "store", allowed: ["path", "url", "pool_size", "connect_timeout_ms", "statement_timeout_ms",
+                                                          "timeout_ms", "heartbeat_ms", "usage_buffer_records"]) {
+            let path = try r.string(s, "store.path")
+            c.store.url = try r.string(s, "store.url")
+            if path != nil && c.store.url != nil {
+                throw ConfigError("store.url", "set either store.url (PostgreSQL, shared by replicas) or store.path (SQLite, one box), not both")
+            }
+            c.store.path = path ?? c.store.path
             if c.store.path.isEmpty { throw ConfigError("store.path", "must not be empty") }
+            c.store.poolSize = try r.int(s, "store.pool_size", min: 1, max: 64) ?? c.store.poolSize
+            c.store.connectTimeoutMillis = try r.int(s, "store.connect_timeout_ms", min: 100, max: 60_000) ?? c.store.connectTimeoutMillis
+            c.store.statementTimeoutMillis = try r.int(s, "store.statement_timeout_ms", min: 0, max: 3_600_000) ?? c.store.statementTimeoutMillis
+            c.store.timeoutMillis = try r.int(s, "store.timeout_ms", min: 50, max: 600_000) ?? c.store.timeoutMillis
+            c.store.heartbeatMillis = try r.int(s, "store.heartbeat_ms", min: 100, max: 60_000) ?? c.store.heartbeatMillis
+            c.store.usageBufferRecords = try r.int(s, "store.usage_buffer_records", min: 1_000, max: 10_000_000) ?? c.store.usageBufferRecords
         }
         if let v = try r.section(top, "videos", allowed: ["models", "sizes", "seconds", "default_model", "default_size", "default_seconds",
-                                                           "max_prompt_chars", "max_image_bytes", "poll_cache_ms", "poll_after_ms", "image_fetch"]) {
+                                                           "max_prompt_chars", "max_image_bytes", "poll_cache_ms", "poll_after_ms", "image_fetch",
+                                                           "in_flight_max_age_s"]) {
             c.videos.models = try r.strings(v, "videos.models") ?? c.videos.models
             c.videos.sizes = try r.strings(v, "videos.sizes") ?? c.videos.sizes
             c.videos.seconds = try r.strings(v, "videos.seconds") ?? c.videos.seconds
@@ -89,6 +103,7 @@ public enum ConfigLoader {
             c.videos.maxImageBytes = try r.int(v, "videos.max_image_bytes", min: 1024, max: 1 << 30) ?? c.videos.maxImageBytes
             c.videos.pollCacheMillis = try r.int(v, "videos.poll_cache_ms", min: 0, max: 600_000) ?? c.videos.pollCacheMillis
             c.videos.pollAfterMillis = try r.int(v, "videos.poll_after_ms", min: 0, max: 600_000) ?? c.videos.pollAfterMillis
+            c.videos.inFlightMaxAgeSeconds = try r.int(v, "videos.in_flight_max_age_s", min: 60, max: 7 * 86_400) ?? c.videos.inFlightMaxAgeSeconds
             if let f = try r.section(v, "image_fetch", allowed: ["allow_http", "allow_private", "timeout_ms"], prefix: "videos.") {
                 c.videos.imageFetch.allowHTTP = try r.bool(f, "videos.image_fetch.allow_http") ?? false
                 c.videos.imageFetch.allowPrivate = try r.strings(f, "videos.image_fetch.allow_private") ?? []
@@ -141,6 +156,8 @@ public enum ConfigLoader {
         if let v = environment["VEIL_LISTEN"], !v.isEmpty { c.listen = v }
         if let v = environment["VEIL_UPSTREAM_URL"], !v.isEmpty { c.upstream.baseURL = v }
         if requireUpstreamKey, let v = environment["VEIL_UPSTREAM_KEY"], !v.isEmpty { c.upstream.apiKey = v }
+        // An override chooses the backend: with it, the file's store.path is not used.
+        if let v = environment["VEIL_STORE_URL"], !v.isEmpty { c.store.url = v }
         try validate(c, requireUpstreamKey: requireUpstreamKey)
         // A host name is resolved here, once: the listeners bind the address it names now.
         c.listen = try ListenAddress.resolve(c.listen)
@@ -157,6 +174,14 @@ public enum ConfigLoader {
         }
         guard !rest.contains("?"), !rest.contains("#"), !rest.contains("@") else {
             throw ConfigError("upstream.base_url", "must not carry credentials, a query or a fragment")
+        }
+        if let url = c.store.url {
+            guard StoreURL.isPostgres(url) else {
+                throw ConfigError("store.url", "must be a PostgreSQL URI: postgres://user@host:5432/database (libpq's key=value form is not accepted)")
+            }
+        }
+        if c.store.statementTimeoutMillis > c.store.timeoutMillis {
+            throw ConfigError("store.statement_timeout_ms", "must not exceed store.timeout_ms (\(c.store.timeoutMillis)): the server would keep running statements Veil gave up on")
         }
         if requireUpstreamKey && c.upstream.apiKey.isEmpty { throw ConfigError("upstream.api_key", "is empty (set VEIL_UPSTREAM_KEY or upstream.api_key)") }
         if requireUpstreamKey && c.upstream.apiKey.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) {

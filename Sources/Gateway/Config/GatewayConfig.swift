@@ -1,5 +1,6 @@
 import HTTPServer
 import HTTPWire
+import Store
 
 /// Veil's whole configuration, checked once at start (and on SIGHUP). Defaults are documented
 /// in the README; every field maps to a key of `config/veil.yaml`.
@@ -67,7 +68,29 @@ public struct GatewayConfig: Sendable {
     }
 
     public struct StoreSettings: Sendable {
+        /// SQLite file (one box); used when `url` is nil.
         public var path = "veil.sqlite3"
+        /// PostgreSQL URI (`postgres://…`): the store every replica shares. Environment: `VEIL_STORE_URL`.
+        public var url: String?
+        /// PostgreSQL connections for the store threads (one more is made for the usage writer).
+        public var poolSize = 4
+        /// One PostgreSQL connection attempt.
+        public var connectTimeoutMillis = 2_000
+        /// PostgreSQL cancels a statement running longer (`SET statement_timeout`).
+        public var statementTimeoutMillis = 2_500
+        /// A store call's whole budget, queueing included: past it the caller gets 503
+        /// `store_unavailable` (both backends).
+        public var timeoutMillis = 3_000
+        /// How often a replica tells the store it is alive (limits are shared among the live ones;
+        /// a replica silent for 3 periods is gone).
+        public var heartbeatMillis = 2_000
+        /// Usage records kept in memory while the database can't take them (the oldest go first).
+        public var usageBufferRecords = 100_000
+
+        public init() {}
+
+        /// The store as logs show it: the SQLite path, or the URL without its password.
+        public var label: String { url.map(StoreURL.redacted) ?? path }
     }
 
     public struct VideoSettings: Sendable {
@@ -83,6 +106,9 @@ public struct GatewayConfig: Sendable {
         public var pollCacheMillis = 1_000
         /// `openai-poll-after-ms` sent with unfinished videos.
         public var pollAfterMillis = 2_000
+        /// An unfinished video holds a `max_videos_in_flight` slot for at most this long after its
+        /// creation (one nobody polls to its end must not hold it forever).
+        public var inFlightMaxAgeSeconds = 3_600
         public var imageFetch = ImageFetchSettings()
     }
 

@@ -54,6 +54,16 @@ public enum UsageReport {
         return render(rows, sinceLabel: utcTime(now - sinceSeconds))
     }
 
+    /// The same from PostgreSQL: every replica's usage, in one table.
+    public static func run(postgres settings: PostgresSettings, team: String?, sinceSeconds: Int, now: Int = Int(time(nil))) throws -> String {
+        var s = settings
+        s.usageFlushIntervalMillis = 0          // reads only: no writer thread
+        let store = try PostgresStore(settings: s)
+        defer { store.close() }
+        let rows = try store.usageSummary(team: team, since: now - sinceSeconds)
+        return render(rows, sinceLabel: utcTime(now - sinceSeconds))
+    }
+
     static func utcTime(_ t: Int) -> String {
         var tt = time_t(t)
         var tmv = tm()

@@ -1,11 +1,11 @@
 import Synchronization
 
-/// A team's live counters, shared by every loop without locks (atomics only). Survives SIGHUP:
-/// a reload hands the same object to the new snapshot when the team keeps its name.
+/// A team's live counters on this replica, shared by every loop without locks (atomics only).
+/// Survives SIGHUP: a reload hands the same object to the new snapshot when the team keeps its
+/// name. (Videos in flight are counted in the store, for the whole deployment.)
 public final class TeamState: Sendable {
     public let name: String
     let openStreams = Atomic<Int>(0)
-    let videosInFlight = Atomic<Int>(0)
 
     init(name: String) {
         self.name = name
@@ -48,6 +48,28 @@ final class TokenBucket: Sendable {
         refillUnitsPerMilli = refillPerMillis * Double(scale)
         let full = UInt64(self.capacity) * scale
         word = Atomic(full) // time 0: refilled lazily on first use
+    }
+
+    /// A bucket `fill` full (0...1) at `now`: a replica's share changing carries the level over
+    /// instead of handing out a fresh full bucket.
+    init(capacity: Int, refillPerMillis: Double, fill: Double, now: UInt64) {
+        self.capacity = max(1, capacity)
+        scale = max(1, TokenBucket.tokenMask / UInt64(self.capacity))
+        refillUnitsPerMilli = refillPerMillis * Double(scale)
+        let full = UInt64(self.capacity) * scale
+        let tokens = UInt64((Double(full) * min(max(fill, 0), 1)).rounded(.down))
+        word = Atomic(((now & ((1 << 36) - 1)) << TokenBucket.tokenBits) | tokens)
+    }
+
+    /// How full the bucket is at `now` (0...1), refill included, without taking a token.
+    func fill(now: UInt64) -> Double {
+        let w = word.load(ordering: .relaxed)
+        let last = w >> TokenBucket.tokenBits
+        var tokens = w & TokenBucket.tokenMask
+        let full = UInt64(capacity) * scale
+        let t = now & ((1 << 36) - 1)
+        if t > last { tokens = min(full, tokens + UInt64((Double(t - last) * refillUnitsPerMilli).rounded())) }
+        return Double(tokens) / Double(full)
     }
 
     struct Outcome { let allowed: Bool; let remaining: Int; let millisUntilOne: Int; let millisUntilFull: Int }

@@ -25,11 +25,12 @@ public final class ConfigSnapshot: Sendable {
     /// The same plus `Content-Type: application/json`, for bodies Veil parsed as JSON.
     public let upstreamJSONHeaders: UpstreamHeaderBlock
 
-    public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil) {
+    /// `share`: this replica's part of the deployment-wide limits (from the store's heartbeats).
+    public init(config: GatewayConfig, generation: Int, previous: ConfigSnapshot? = nil, share: ReplicaShare = .whole) {
         self.config = config
         self.authenticator = TokenAuthenticator(teams: config.teams)
         self.generation = generation
-        self.policy = Policy(teams: config.teams, previous: previous?.policy)
+        self.policy = Policy(teams: config.teams, previous: previous?.policy, share: share)
         self.cors = CORSPolicy(config.cors)
         self.trustedProxies = TrustedProxies(config.trustedProxies)
         var b = config.upstream.baseURL
@@ -63,10 +64,38 @@ public final class LoopContext: @unchecked Sendable {
         self.storeExecutor = store
     }
 
-    /// Runs `operation` against the store on a store thread; `then` runs back on this loop.
+    /// Runs `operation` against the store on a store thread; `then` runs back on this loop, once,
+    /// within `store.timeout_ms` (plus `storeGuardGraceMillis`) whatever the backend does: the
+    /// executor and a networked backend answer `unavailable` at the deadline themselves; this
+    /// loop's own timer covers a call stuck where nothing can bound it (a stalled disk, a host
+    /// name being resolved) — its late answer is then dropped.
     func store<T: Sendable>(_ operation: @escaping @Sendable (any StoreBackend) throws -> T,
                             then: @escaping (Result<T, StoreError>) -> Void) {
-        storeExecutor.run(on: loop, operation, then: then)
+        let call = GuardedStoreCall(then)
+        call.timer = loop.schedule(afterMillis: storeExecutor.callTimeoutMillis + LoopContext.storeGuardGraceMillis) {
+            call.finish(.failure(.unavailable("no answer from the store within store.timeout_ms")))
+        }
+        storeExecutor.run(on: loop, operation) { result in call.finish(result) }
+    }
+
+    /// How much later than the store's own deadline the loop stops waiting for it.
+    static let storeGuardGraceMillis = 250
+}
+
+/// A store call's completion, delivered once: by the store or by the loop's guard timer, first
+/// come (both on the loop's thread).
+private final class GuardedStoreCall<T> {
+    private var then: ((Result<T, StoreError>) -> Void)?
+    var timer: LoopTimer?
+
+    init(_ then: @escaping (Result<T, StoreError>) -> Void) { self.then = then }
+
+    func finish(_ result: Result<T, StoreError>) {
+        guard let then else { return }
+        self.then = nil
+        timer?.cancel()
+        timer = nil
+        then(result)
     }
 }
 

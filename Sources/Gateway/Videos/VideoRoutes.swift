@@ -32,45 +32,53 @@ enum VideoRoutes {
         x.model = spec.model
         if cfg.log.prompts { x.prompt = spec.prompt }
         // One store call: @name isolation (a character another team made can't be used in this
-        // team's prompt; loose and normalised, see `mentionCandidates`) and the daily count.
+        // team's prompt; loose and normalised, see `mentionCandidates`), then one atomic reservation
+        // against the team's video limits for the whole deployment. Made for every team, limits or
+        // not: nothing reaches the upstream unless the store can record what it makes.
         let candidates = mentionCandidates(in: spec.prompt)
         let teamName = team.name
-        let countToday = team.videosPerDay != nil
-        let since = Int(time(nil)) - 86_400
-        x.context.store({ db -> (foreign: String?, usedToday: Int) in
-            (try CharacterRoutes.foreignCharacter(among: candidates, team: teamName, in: db),
-             countToday ? try db.countVideos(team: teamName, since: since) : 0)
+        let limits = VideoLimits(perDay: team.videosPerDay, inFlight: team.maxVideosInFlight,
+                                 inFlightMaxAgeSeconds: cfg.videos.inFlightMaxAgeSeconds)
+        let reservationID = newReservationID()
+        let now = Int(time(nil))
+        let expiresAt = now + reservationSeconds(cfg)
+        x.context.store({ db -> (foreign: String?, reservation: VideoReservation?) in
+            if let foreign = try CharacterRoutes.foreignCharacter(among: candidates, team: teamName, in: db) { return (foreign, nil) }
+            return (nil, try db.reserveVideo(id: reservationID, team: teamName, limits: limits, now: now, expiresAt: expiresAt))
         }) { result in
-            let checks: (foreign: String?, usedToday: Int)
+            let checks: (foreign: String?, reservation: VideoReservation?)
             switch result {
-            case .failure(let e): return x.fail(storeFailure(g, e))
+            case .failure(let e): return failStore(x, g, e)
             case .success(let c): checks = c
             }
             if let name = checks.foreign {
                 return x.fail(APIError(403, "The prompt uses @\(name), a character that belongs to another team.", param: "prompt", code: "character_not_owned"))
             }
-            let lease: Lease?
-            switch x.snapshot.policy.admitVideo(team: team, usedToday: checks.usedToday) {
-            case .failure(let refusal): return x.fail(refusal.error, headers: refusal.headers)
-            case .success(let l): lease = l
+            var reserved: String?
+            if let r = checks.reservation {
+                if let refusal = Policy.videoRefusal(team: team, r) { return x.fail(refusal.error, headers: refusal.headers) }
+                if case .reserved(let id) = r { reserved = id }
             }
+            let lease = reserved.map { reservationLease(x, $0) }
             if let lease { x.leases.append(lease) }
-            guard case .url(let u)? = spec.image else { return submit(x, g, spec, team: team, lease: lease) }
+            guard case .url(let u)? = spec.image else { return submit(x, g, spec, team: team, reservation: reserved, lease: lease) }
             UpstreamEngine.fetch(x, ImageFetchHooks(url: u, settings: cfg.videos)) { fetched in
                 switch fetched {
                 case .failure(let e): x.fail(e)
                 case .success(let bytes):
                     var s = spec
                     s.image = .bytes(bytes, filename: nil, contentType: ImageKind.sniff(bytes)?.mimeType)
-                    submit(x, g, s, team: team, lease: lease)
+                    submit(x, g, s, team: team, reservation: reserved, lease: lease)
                 }
             }
         }
     }
 
-    /// The upstream call, then the store: the video is recorded for the team before the caller
-    /// hears of it. Its in-flight slot stays taken (`keep`) until a poll sees it finish.
-    static func submit(_ x: Exchange, _ g: Gateway, _ spec: VideoSpec, team: GatewayConfig.Team, lease: Lease?) {
+    /// The upstream call, then the store: the video is recorded for the team (its row replacing
+    /// the reservation, one transaction) before the caller hears of it. An exchange that ends any
+    /// other way gives the reservation back (`lease`); one that dies with its replica leaves it to
+    /// expire (`reservationSeconds`).
+    static func submit(_ x: Exchange, _ g: Gateway, _ spec: VideoSpec, team: GatewayConfig.Team, reservation: String?, lease: Lease?) {
         let now = Int(time(nil))
         UpstreamEngine.fetch(x, VideoCreateHooks(x.snapshot, requestID: x.requestID, spec: spec, now: now)) { result in
             let created: VideoCreateHooks.Created
@@ -79,16 +87,37 @@ enum VideoRoutes {
             case .success(let c): created = c
             }
             let record = VideoRecord(object: created.object, upstreamID: created.upstreamID, team: team.name, now: now)
-            x.context.store({ db in try db.insertVideo(record) }) { stored in
+            x.context.store({ db in try db.confirmVideo(reservation: reservation, record) }) { stored in
                 if case .failure(let e) = stored {
                     g.log.logger.error("store: cannot record a new video", metadata: ["video": "\(record.id)", "request_id": "\(x.requestID)", "error": "\(e)"])
                     return x.fail(APIError(500, "The video was submitted but could not be recorded; contact the platform team with this request id.", code: "store_failed"))
                 }
+                lease?.keep()               // the reservation became the video's row
                 let object = created.object
-                if object.status != .completed && object.status != .failed { lease?.keep() }
                 x.send(200, object.jsonBytes, headers: pollHeaders(object, x.snapshot.config))
             }
         }
+    }
+
+    /// How long a reservation may wait for its confirmation: the longest a create can take (the
+    /// image fetch, the upstream call, two store calls) and a minute's margin. Past it, the slot
+    /// of a replica that died mid-create is free again.
+    static func reservationSeconds(_ cfg: GatewayConfig) -> Int {
+        (cfg.videos.imageFetch.timeoutMillis + cfg.upstream.requestTimeoutMillis + 2 * cfg.store.timeoutMillis) / 1000 + 60
+    }
+
+    static func newReservationID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let n = rng.next() as UInt64
+        return "vres_" + String(n, radix: 16)
+    }
+
+    /// The reservation as a slot the exchange holds: let go (not kept) → given back in the store.
+    static func reservationLease(_ x: Exchange, _ id: String) -> Lease {
+        let ctx = x.context
+        return Lease(reservation: {
+            ctx.storeExecutor.run(on: ctx.loop, { db in try db.releaseVideoReservation(id: id) }) { _ in }
+        })
     }
 
     // MARK: retrieve
@@ -103,7 +132,7 @@ enum VideoRoutes {
         let teamName = team.name
         x.context.store({ db in try db.video(id: id, team: teamName) }) { result in
             switch result {
-            case .failure(let e): x.fail(storeFailure(g, e))
+            case .failure(let e): failStore(x, g, e)
             case .success(nil): x.fail(.notFound("No such video."))
             case .success(let r?): found(r)
             }
@@ -126,8 +155,11 @@ enum VideoRoutes {
         }
     }
 
-    /// Asks the upstream for a video's state, sharing the call with concurrent polls (across
-    /// loops, for `videos.poll_cache_ms`); the fetching poll writes the new state to the store.
+    /// Asks the upstream for a video's state, sharing the call with concurrent polls of this
+    /// replica (across loops, for `videos.poll_cache_ms`) and, through a claim in the store, with
+    /// every other replica: at most one upstream poll per video per `poll_cache_ms` for the whole
+    /// deployment. A poll that doesn't get the claim answers from the stored state (which the
+    /// claimant writes). The fetching poll writes the new state to the store.
     static func poll(_ x: Exchange, _ g: Gateway, _ record: VideoRecord, then deliver: @escaping (PollCoalescer.Outcome) -> Void) {
         let cfg = x.snapshot.config
         let waiter = PollCoalescer.Waiter(loop: x.context.loop, deliver: deliver)
@@ -136,21 +168,36 @@ enum VideoRoutes {
         case .wait: return
         case .fetch: break
         }
+        let period = cfg.videos.pollCacheMillis
+        x.context.store({ db in try db.claimVideoPoll(id: record.id, periodMillis: period) }) { claim in
+            switch claim {
+            case .failure(let e):
+                g.polls.complete(record.id, .failure(storeFailure(g, e)), now: x.context.loop.now, cache: false)
+            case .success(.taken(let stored)):
+                let outcome: PollCoalescer.Outcome = stored.map { .success($0.object) } ?? .failure(.notFound("No such video."))
+                g.polls.complete(record.id, outcome, now: x.context.loop.now, cache: true)
+            case .success(.granted):
+                fetchState(x, g, record)
+            }
+        }
+    }
+
+    /// The claimed poll: the upstream's answer, written to the store (not awaited) and handed to
+    /// every waiter.
+    private static func fetchState(_ x: Exchange, _ g: Gateway, _ record: VideoRecord) {
         let now = Int(time(nil))
         UpstreamEngine.fetch(x, VideoPollHooks(x.snapshot, requestID: x.requestID, record: record, now: now)) { result in
             if case .success(let object) = result {
                 var updated = record
                 updated.apply(object, now: now)
                 if updated != record {
+                    // A finished video's row frees its in-flight slot (counted in the store).
                     let newState = updated
                     x.context.store({ db in try db.updateVideo(newState) }) { stored in
                         if case .failure(let e) = stored {
                             g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(e)"])
                         }
                     }
-                }
-                if object.status.isFinal && record.status != object.status.rawValue {
-                    x.snapshot.policy.videoFinished(team: record.team)
                 }
             }
             g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
@@ -171,7 +218,7 @@ enum VideoRoutes {
             try db.listVideos(team: teamName, after: query.after, limit: query.limit, descending: query.descending)
         }) { result in
             switch result {
-            case .failure(let e): x.fail(storeFailure(g, e))
+            case .failure(let e): failStore(x, g, e)
             case .success(let page):
                 x.send(200, ListQuery.body(items: page.items.map(\.object.jsonBytes), firstID: page.items.first?.id,
                                            lastID: page.items.last?.id, hasMore: page.hasMore))
@@ -184,12 +231,11 @@ enum VideoRoutes {
             let teamName = record.team
             x.context.store({ db in try db.deleteVideo(id: record.id, team: teamName) }) { result in
                 switch result {
-                case .failure(let e): return x.fail(storeFailure(g, e))
+                case .failure(let e): return failStore(x, g, e)
                 case .success(false): return x.fail(.notFound("No such video."))
                 case .success(true): break
                 }
-                // An unfinished video deleted now will never be polled to its end: free its slot.
-                if record.status == "queued" || record.status == "in_progress" { x.snapshot.policy.videoFinished(team: teamName) }
+                // (A deleted video no longer counts as in flight: the store counts live rows.)
                 g.polls.forget(record.id)
                 var w = JSONObjectWriter()
                 w.string("id", record.id)
@@ -233,9 +279,21 @@ enum VideoRoutes {
         (o.status == .queued || o.status == .inProgress) ? ["openai-poll-after-ms": String(cfg.videos.pollAfterMillis)] : HTTPHeaders()
     }
 
+    /// The answer to a failed store call: 503 `store_unavailable` when the store can't answer now
+    /// (a database unreachable or restarting, past `store.timeout_ms`), 500 `store_failed` otherwise.
     static func storeFailure(_ g: Gateway, _ error: StoreError) -> APIError {
+        if case .unavailable = error {
+            g.logStoreUnavailable(error)
+            return APIError(503, "The gateway's store is unavailable; try again shortly.", code: "store_unavailable")
+        }
         g.log.logger.error("store failure", metadata: ["error": "\(error)"])
         return APIError(500, "The gateway's store failed; try again.", code: "store_failed")
+    }
+
+    /// Answers a failed store call (a 503 says when to try again).
+    static func failStore(_ x: Exchange, _ g: Gateway, _ error: StoreError) {
+        let e = storeFailure(g, error)
+        x.fail(e, headers: e.status == 503 ? ["retry-after": "1"] : HTTPHeaders())
     }
 }
 

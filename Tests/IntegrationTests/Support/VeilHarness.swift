@@ -31,6 +31,7 @@ final class VeilHarness: @unchecked Sendable {
          upstreamExtraYAML: [String] = [],
          limitsYAML: [String] = [],
          workers: Int = 2,
+         storeYAML: [String] = [],
          backend: (any StoreBackend)? = nil) throws {
         self.upstreamKey = upstreamKey
         var sc = SandboxConfig(apiKey: upstreamKey)
@@ -65,6 +66,7 @@ final class VeilHarness: @unchecked Sendable {
         \(limitsYAML.isEmpty ? "" : "limits:\n" + limitsYAML.map { "  " + $0 }.joined(separator: "\n"))
         store:
           path: "\(store)"
+        \(storeYAML.map { "  " + $0 }.joined(separator: "\n"))
         videos:
           poll_cache_ms: 1000
           image_fetch:

@@ -1,0 +1,187 @@
+import Synchronization
+import Testing
+@testable import Store
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The contract of `CoordinationStore`, on both backends: what several replicas sharing one store
+// rely on (video admission as one atomic reservation, poll claims, name claims, heartbeats).
+// The concurrent tests open the store twice (two "replicas") and race threads through both.
+
+private let now = 1_700_000_000
+private let limits = VideoLimits(perDay: 3, inFlight: 2, inFlightMaxAgeSeconds: 3_600)
+
+private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now) -> VideoRecord {
+    video(n, team: team, createdAt: createdAt)        // status "queued"
+}
+
+@Test(arguments: Backend.allCases) func reservationsCountForTheQuotaAndTheInFlightSlots(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
+        #expect(try store.reserveVideo(id: "r1", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .reserved(id: "r1"))
+        #expect(try store.reserveVideo(id: "r2", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .reserved(id: "r2"))
+        // Two in flight (both reservations): the third waits.
+        #expect(try store.reserveVideo(id: "r3", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .overInFlight(count: 2))
+        // Another team has its own counts.
+        #expect(try store.reserveVideo(id: "b1", team: "team-b", limits: limits, now: now, expiresAt: now + 600) == .reserved(id: "b1"))
+
+        // Confirmed: the video row replaces the reservation and is still in flight while unfinished.
+        try store.confirmVideo(reservation: "r1", unfinished(1))
+        #expect(try store.video(id: "video_1", team: "team-a") == unfinished(1))
+        #expect(try store.reserveVideo(id: "r3", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .overInFlight(count: 2))
+
+        // Finished: the slot is free; the daily count keeps it.
+        var done = unfinished(1)
+        done.status = "completed"
+        try store.updateVideo(done)
+        #expect(try store.reserveVideo(id: "r3", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .reserved(id: "r3"))
+        // video_1 + r2 + r3 = 3 today: the quota is checked first.
+        #expect(try store.reserveVideo(id: "r4", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .overDailyQuota(used: 3))
+
+        // Released (the upstream refused): both counts go down.
+        try store.releaseVideoReservation(id: "r3")
+        try store.releaseVideoReservation(id: "unknown")          // ignored
+        #expect(try store.reserveVideo(id: "r4", team: "team-a", limits: limits, now: now, expiresAt: now + 600) == .reserved(id: "r4"))
+
+        // A day later only what is still unfinished counts; released/confirmed ids are gone.
+        let tomorrow = now + 86_400 + 1
+        #expect(try store.reserveVideo(id: "r5", team: "team-a", limits: VideoLimits(perDay: 1, inFlight: 10), now: tomorrow, expiresAt: tomorrow + 600)
+                == .reserved(id: "r5"))
+    }
+}
+
+@Test(arguments: Backend.allCases) func expiredReservationsDeletedAndOldVideosDoNotHoldSlots(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
+        let one = VideoLimits(perDay: nil, inFlight: 1, inFlightMaxAgeSeconds: 3_600)
+        // A replica died between reserving and confirming: the reservation expires.
+        #expect(try store.reserveVideo(id: "dead", team: "team-a", limits: one, now: now, expiresAt: now + 10) == .reserved(id: "dead"))
+        #expect(try store.reserveVideo(id: "x", team: "team-a", limits: one, now: now + 9, expiresAt: now + 600) == .overInFlight(count: 1))
+        #expect(try store.reserveVideo(id: "x", team: "team-a", limits: one, now: now + 10, expiresAt: now + 600) == .reserved(id: "x"))
+        try store.releaseVideoReservation(id: "x")
+
+        // A deleted unfinished video frees its slot (and still counts for the day).
+        try store.confirmVideo(reservation: nil, unfinished(7))
+        #expect(try store.reserveVideo(id: "y", team: "team-a", limits: one, now: now + 20, expiresAt: now + 600) == .overInFlight(count: 1))
+        #expect(try store.deleteVideo(id: "video_7", team: "team-a"))
+        #expect(try store.reserveVideo(id: "y", team: "team-a", limits: one, now: now + 20, expiresAt: now + 600) == .reserved(id: "y"))
+        try store.releaseVideoReservation(id: "y")
+        #expect(try store.reserveVideo(id: "z", team: "team-a", limits: VideoLimits(perDay: 1), now: now + 20, expiresAt: now + 600)
+                == .overDailyQuota(used: 1))
+
+        // An unfinished video nobody polled for longer than the maximum age stops counting.
+        try store.confirmVideo(reservation: nil, unfinished(8, createdAt: now + 30))
+        let later = now + 30 + 3_600
+        #expect(try store.reserveVideo(id: "w", team: "team-a", limits: one, now: later - 1, expiresAt: later + 600) == .overInFlight(count: 1))
+        #expect(try store.reserveVideo(id: "w", team: "team-a", limits: one, now: later + 1, expiresAt: later + 600) == .reserved(id: "w"))
+    }
+}
+
+/// Two processes, four threads each, twenty attempts per thread against one slot budget: exactly
+/// the budget is handed out.
+@Test(arguments: Backend.allCases) func concurrentReservationsOnTwoStoresAreExact(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        let granted = Atomic<Int>(0)
+        let failures = Atomic<Int>(0)
+        let budget = VideoLimits(perDay: 7, inFlight: 100)
+        runThreads(8) { t in
+            for i in 0..<20 {
+                do {
+                    if case .reserved = try stores[t % 2].reserveVideo(id: "r-\(t)-\(i)", team: "team-a", limits: budget, now: now, expiresAt: now + 600) {
+                        granted.add(1, ordering: .relaxed)
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(granted.load(ordering: .relaxed) == 7)
+    }
+}
+
+@Test(arguments: Backend.allCases) func pollClaimsAreGrantedOncePerPeriod(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
+        let v = unfinished(1)
+        try store.insertVideo(v)
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 60_000) == .granted)
+        // Somebody polled: the stored state, for as long as the period lasts.
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 60_000) == .taken(v))
+        // The claim writes nothing else: the row is as it was.
+        #expect(try store.video(id: v.id, team: "team-a") == v)
+        // Period 0 (`poll_cache_ms: 0`): every poll may ask.
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 0) == .granted)
+        // A short period runs out.
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 150) == .taken(v))
+        usleep(250_000)
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 150) == .granted)
+        // Unknown and deleted videos are never granted.
+        #expect(try store.claimVideoPoll(id: "video_404", periodMillis: 0) == .taken(nil))
+        #expect(try store.deleteVideo(id: v.id, team: "team-a"))
+        #expect(try store.claimVideoPoll(id: v.id, periodMillis: 0) == .taken(nil))
+    }
+}
+
+@Test(arguments: Backend.allCases) func concurrentPollClaimsOnTwoStoresGrantOne(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        for n in 1...3 { try first.insertVideo(unfinished(n)) }
+        let granted = Mutex<[String: Int]>([:])
+        let failures = Atomic<Int>(0)
+        runThreads(8) { t in
+            for n in 1...3 {
+                do {
+                    if try stores[t % 2].claimVideoPoll(id: "video_\(n)", periodMillis: 60_000) == .granted {
+                        granted.withLock { $0["video_\(n)", default: 0] += 1 }
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(granted.withLock { $0 } == ["video_1": 1, "video_2": 1, "video_3": 1])
+    }
+}
+
+@Test(arguments: Backend.allCases) func characterNameClaims(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
+        #expect(try store.claimCharacterName("Alice", holder: "h1", ttlMillis: 60_000))
+        #expect(try store.claimCharacterName("ALICE", holder: "h2", ttlMillis: 60_000) == false, "case-insensitive")
+        #expect(try store.claimCharacterName("alice", holder: "h1", ttlMillis: 60_000), "the holder may renew")
+        try store.releaseCharacterName("alice", holder: "h2")             // not h2's: no effect
+        #expect(try store.claimCharacterName("alice", holder: "h2", ttlMillis: 60_000) == false)
+        try store.releaseCharacterName("ALICE", holder: "h1")
+        #expect(try store.claimCharacterName("alice", holder: "h2", ttlMillis: 60_000))
+
+        // A live character's name can't be claimed; deleted, it can.
+        try store.insertCharacter(character(1, name: "Émile"))
+        #expect(try store.claimCharacterName("émile", holder: "h3", ttlMillis: 60_000) == false)
+        #expect(try store.deleteCharacter(id: "char_1", team: "team-a"))
+        #expect(try store.claimCharacterName("ÉMILE", holder: "h3", ttlMillis: 60_000))
+
+        // A holder that never released (a replica killed): the claim runs out.
+        #expect(try store.claimCharacterName("Zed", holder: "h4", ttlMillis: 150))
+        #expect(try store.claimCharacterName("zed", holder: "h5", ttlMillis: 150) == false)
+        usleep(250_000)
+        #expect(try store.claimCharacterName("zed", holder: "h5", ttlMillis: 150))
+    }
+}
+
+@Test(arguments: Backend.allCases) func heartbeatsListTheLiveReplicas(_ backend: Backend) throws {
+    try withStore(backend) { store, _ in
+        #expect(try store.heartbeat(replica: "b", ttlMillis: 60_000) == ["b"])
+        #expect(try store.heartbeat(replica: "a", ttlMillis: 60_000) == ["a", "b"])
+        #expect(try store.heartbeat(replica: "c", ttlMillis: 60_000) == ["a", "b", "c"])
+        try store.leave(replica: "b")
+        #expect(try store.heartbeat(replica: "a", ttlMillis: 60_000) == ["a", "c"])
+        // A replica that stopped beating is gone after the ttl (and forgotten).
+        usleep(250_000)
+        #expect(try store.heartbeat(replica: "a", ttlMillis: 150) == ["a"])
+        #expect(try store.heartbeat(replica: "a", ttlMillis: 60_000) == ["a"])
+    }
+}
