@@ -37,8 +37,10 @@ enum VideoPolling {
         }
     }
 
-    /// The claimed poll: the upstream's answer, written to the store when it changed anything
-    /// (not awaited) and handed to every waiter.
+    /// The claimed poll: the upstream's answer, written to the store when it changed anything and
+    /// handed to every waiter. Progress is handed on at once (its write not awaited); a video's
+    /// end only once the store has it, so whoever hears "completed" finds it there on every
+    /// replica (its content, a character cut from it).
     private static func fetchState(_ ctx: LoopContext, _ g: Gateway, _ record: VideoRecord, requestID: String, start: VideoPollStarter) {
         let now = Int(time(nil))
         start(VideoPollHooks(ctx.snapshot, requestID: requestID, record: record, now: now)) { result in
@@ -47,7 +49,12 @@ enum VideoPolling {
                 updated.apply(object, now: now)
                 var compared = updated
                 compared.updatedAt = record.updatedAt
-                if compared != record { recordState(ctx, g, was: record, updated) }
+                if compared != record {
+                    if object.status.isFinal {
+                        return recordState(ctx, g, was: record, updated) { complete(ctx, g, record.id, result, cache: true) }
+                    }
+                    recordState(ctx, g, was: record, updated) {}
+                }
             }
             complete(ctx, g, record.id, result, cache: true)
         }
@@ -56,9 +63,10 @@ enum VideoPolling {
     /// Writes a newer state of an unfinished video. When it is the video's end and its team has a
     /// webhook, the event goes into the outbox in the same transaction; the store writes both only
     /// while the row is unfinished, so pollers racing to the end (on any replica) make one event.
-    static func recordState(_ ctx: LoopContext, _ g: Gateway, was old: VideoRecord, _ new: VideoRecord) {
+    static func recordState(_ ctx: LoopContext, _ g: Gateway, was old: VideoRecord, _ new: VideoRecord, then: @escaping () -> Void) {
         let event = webhookEvent(ctx.snapshot.config, was: old, new, now: Int(time(nil)))
         ctx.store({ db in try db.recordVideoState(new, event: event) }) { stored in
+            defer { then() }
             switch stored {
             case .failure(let e):
                 g.log.logger.error("store: cannot update a video", metadata: ["video": "\(new.id)", "error": "\(g.log.redact("\(e)"))"])
