@@ -3,6 +3,7 @@ import Glibc
 import Sandbox
 import Store
 import Synchronization
+import PostgresTestSupport
 import Testing
 @testable import Gateway
 
@@ -312,5 +313,66 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect((jsonOf(hooks.received.first?.text ?? "")["data"] as? [String: Any])?["id"] as? String == id)
         let stored = try h2.runtime.gateway.store.runHere { db in try db.video(id: id, team: "web") }.get()
         #expect(stored?.status == "completed")
+    }
+}
+
+/// `veil webhooks list` and `veil webhooks replay` against a store file and PostgreSQL.
+@Suite struct WebhooksCLITests {
+    /// An outbox with one delivered, one pending and one given-up event.
+    static func seed(_ db: any StoreBackend) throws {
+        for (n, outcome) in [(1, WebhookAttemptOutcome.delivered(status: 200)), (2, .retry(afterMillis: 60_000, status: 500, error: "the receiver answered HTTP 500")),
+                             (3, .failed(status: nil, error: "timeout: no answer (retries stopped after webhooks.retry_for_s)"))] {
+            let v = VideoRecord(id: "video_\(n)", upstreamID: "\(n)", team: "web", model: "sora-2", prompt: "p", createdAt: 1_700_000_000 + n)
+            try db.insertVideo(v)
+            var done = v
+            done.status = "completed"
+            _ = try db.recordVideoState(done, event: WebhookDelivery(id: "evt_\(n)", team: "web", type: "video.completed", videoID: v.id,
+                                                                     payload: "{}", createdAt: 1_700_000_000 + n))
+            _ = try db.claimWebhookDeliveries(holder: "seed", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
+            try db.settleWebhookDelivery(id: "evt_\(n)", holder: "seed", outcome)
+        }
+    }
+
+    static func check(store: String) throws {
+        let (rc, out) = try VeilProcess.run(["webhooks", "list", "--store", store])
+        #expect(rc == 0 && out.contains("evt_2") && out.contains("evt_3") && !out.contains("evt_1"), "\(out)")
+        #expect(out.contains("pending") && out.contains("failed") && out.contains("HTTP 500") && out.contains("timeout"), "\(out)")
+        let (rc2, failed) = try VeilProcess.run(["webhooks", "list", "--failed", "--store", store])
+        #expect(rc2 == 0 && failed.contains("evt_3") && !failed.contains("evt_2"), "\(failed)")
+        let (_, all) = try VeilProcess.run(["webhooks", "list", "--all", "--store", store])
+        #expect(all.contains("evt_1") && all.contains("delivered"), "\(all)")
+        let (rc3, replayed) = try VeilProcess.run(["webhooks", "replay", "evt_3", "--store", store])
+        #expect(rc3 == 0 && replayed.contains("pending again"), "\(replayed)")
+        let (_, pending) = try VeilProcess.run(["webhooks", "list", "--pending", "--store", store])
+        #expect(pending.contains("evt_3") && pending.contains("evt_2"), "\(pending)")
+        let (_, none) = try VeilProcess.run(["webhooks", "list", "--failed", "--store", store])
+        #expect(none.contains("(no webhook events)"), "\(none)")
+        let (rc4, unknown) = try VeilProcess.run(["webhooks", "replay", "evt_nope", "--store", store])
+        #expect(rc4 != 0 && unknown.contains("no webhook event"), "\(unknown)")
+        let (rc5, both) = try VeilProcess.run(["webhooks", "list", "--failed", "--pending", "--store", store])
+        #expect(rc5 != 0 && both.contains("one of"), "\(both)")
+    }
+
+    @Test func listAndReplayOnSQLite() throws {
+        let path = "/tmp/veil-webhooks-cli-\(UUID().uuidString).sqlite3"
+        defer { for s in ["", "-wal", "-shm"] { unlink(path + s) } }
+        do {
+            let s = try SQLiteStore(path: path)
+            try Self.seed(s)
+            s.close()
+        }
+        try Self.check(store: path)
+        let (rc, out) = try VeilProcess.run(["webhooks", "list", "--store", "/tmp/veil-no-such-\(UUID().uuidString).sqlite3"])
+        #expect(rc != 0 && out.contains("does not exist"), "\(out)")
+    }
+
+    @Test func listAndReplayOnPostgres() throws {
+        let url = try PostgresCluster.shared().createDatabase()
+        do {
+            let pg = try PostgresStore(settings: PostgresSettings(url: url))
+            try Self.seed(pg)
+            pg.close()
+        }
+        try Self.check(store: url)
     }
 }
