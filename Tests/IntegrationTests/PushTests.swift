@@ -376,3 +376,65 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         try Self.check(store: url)
     }
 }
+
+/// The real binary: two replicas on one PostgreSQL database deliver a video's webhook once, and
+/// SIGTERM ends event streams at once instead of waiting out the grace period.
+@Suite(.serialized) struct PushProcessTests {
+    /// Callers poll the video to its end on both replicas: one event in the outbox, one delivery.
+    @Test func twoReplicasDeliverOneWebhookPerVideo() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let p = try ReplicaPair(pollCacheMillis: 200, webhookURL: hooks.url)
+        defer { p.stop() }
+        var ids: [String] = []
+        for i in 0..<3 {
+            let created = try p.post(p.replicas[i % 2], "/v1/videos", json: ReplicaTests.video)
+            ids.append(try #require(jsonObject(created)["id"] as? String))
+        }
+        var done = Set<String>()
+        let t0 = RawHTTPClient.nowMillis()
+        var i = 0
+        while done.count < ids.count && RawHTTPClient.nowMillis() - t0 < 20_000 {
+            for id in ids where !done.contains(id) {
+                i += 1
+                if jsonObject(try p.get(p.replicas[i % 2], "/v1/videos/\(id)"))["status"] as? String == "completed" { done.insert(id) }
+            }
+            usleep(60_000)
+        }
+        #expect(done.count == 3)
+        #expect(waitUntil(15) { hooks.received.count >= 3 })
+        usleep(1_500_000)
+        let got = hooks.received
+        #expect(got.count == 3, "one delivery per video across both replicas: \(got.map(\.text))")
+        #expect(Set(got.compactMap { (jsonOf($0.text)["data"] as? [String: Any])?["id"] as? String }) == Set(ids))
+        #expect(got.allSatisfy { verifies($0) })
+    }
+
+    @Test(.timeLimit(.minutes(1))) func sigtermEndsEventStreamsAtOnce() throws {
+        let key = "sk-pushTEST-\(UUID().uuidString.prefix(8))-KEY"
+        var sc = SandboxConfig(apiKey: key)
+        sc.videoPollsToComplete = 100_000
+        let sandbox = Sandbox(config: sc)
+        _ = try sandbox.start()
+        defer { sandbox.stop() }
+        let store = "/tmp/veil-push-term-\(UUID().uuidString).sqlite3"
+        let token = "tok-term-\(UUID().uuidString)"
+        let veil = try VeilProcess(configText: VeilProcess.config(upstream: sandbox.baseURL, key: key, store: store, tokenDigest: sha256Hex(token),
+                                                                  graceMillis: 20_000), storePath: store)
+        defer { veil.kill() }
+        let auth = [("Authorization", "Bearer \(token)")]
+        let created = try RawHTTPClient.request(port: veil.port, method: "POST", path: "/v1/videos", headers: auth + [("Content-Type", "application/json")],
+                                                body: Array(#"{"prompt":"forever"}"#.utf8))
+        let id = try #require(jsonObject(created)["id"] as? String)
+        let s = try SSEClient(port: veil.port, path: "/v1/videos/\(id)/events", headers: auth, timeoutMillis: 15_000)
+        #expect(s.status == 200)
+        #expect(s.read { $0.events.count >= 1 })
+        let t0 = RawHTTPClient.nowMillis()
+        veil.signal(SIGTERM)
+        #expect(s.readToEnd() && s.ended, "the stream ended properly")
+        let took = RawHTTPClient.nowMillis() - t0
+        #expect(took < 5_000, "the stream ended \(took) ms after SIGTERM (grace: 20 s)")
+        #expect(veil.waitExit(10) == 0)
+    }
+}
