@@ -637,11 +637,13 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             readAgainQueued = false
             guard !isFinished, !paused, phase == .exchanging, let c = conn else { return }
             updateInterest(c)
-            if wasResume && !c.carry.isEmpty {
-                // Bytes held back by the pause: parsed before anything new is read.
+            if wasResume {
+                // Bytes held back by the pause are parsed before anything new is read; with none
+                // the parser still runs: a sized body's end needs no further byte, and a pause
+                // taken on its last bytes would otherwise wait for input that never comes.
                 let buffer = client.readBuffer
                 let k = c.carry.count
-                c.carry.withUnsafeBytes { buffer.copyMemory(from: $0) }
+                if k > 0 { c.carry.withUnsafeBytes { buffer.copyMemory(from: $0) } }
                 c.carry.removeAll(keepingCapacity: true)
                 process(c, UnsafeRawBufferPointer(rebasing: buffer[0..<k]))
             }
