@@ -639,7 +639,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         let block = UpstreamHeaderBlock([("Authorization", "Bearer shared"), ("Accept-Encoding", "identity"), ("X-Bad", "a\r\nInjected: 1")])
         for i in 0..<3 {
             var r = UpstreamRequest(method: "POST", url: server.url + "/s", headers: [("X-Request-Id", "r\(i)")], body: Array(#"{"a":1}"#.utf8))
-            if i == 2 { r.headers.append(("Accept", "text/event-stream")) }
+            if i == 2 { r.headers.add("Accept", "text/event-stream") }
             r.sharedHeaders = block
             let rec = Recorder()
             h.start(r, rec)

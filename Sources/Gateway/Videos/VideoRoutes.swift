@@ -182,25 +182,29 @@ enum VideoRoutes {
         }
     }
 
-    /// The claimed poll: the upstream's answer, written to the store (not awaited) and handed to
-    /// every waiter.
+    /// The claimed poll: the upstream's answer, written to the store when it changed, then handed
+    /// to every waiter. The write is awaited: once a caller has seen a state, every replica's
+    /// next read of the store sees it too (a video seen completed on one replica downloads on
+    /// another). A failed write is logged and the answer still goes out.
     private static func fetchState(_ x: Exchange, _ g: Gateway, _ record: VideoRecord) {
         let now = Int(time(nil))
         UpstreamEngine.fetch(x, VideoPollHooks(x.snapshot, requestID: x.requestID, record: record, now: now)) { result in
-            if case .success(let object) = result {
-                var updated = record
-                updated.apply(object, now: now)
-                if updated != record {
-                    // A finished video's row frees its in-flight slot (counted in the store).
-                    let newState = updated
-                    x.context.store({ db in try db.updateVideo(newState) }) { stored in
-                        if case .failure(let e) = stored {
-                            g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(e)"])
-                        }
-                    }
-                }
+            guard case .success(let object) = result else {
+                return g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
             }
-            g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
+            var updated = record
+            updated.apply(object, now: now)
+            guard updated != record else {
+                return g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
+            }
+            // A finished video's row frees its in-flight slot (counted in the store).
+            let newState = updated
+            x.context.store({ db in try db.updateVideo(newState) }) { stored in
+                if case .failure(let e) = stored {
+                    g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(e)"])
+                }
+                g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
+            }
         }
     }
 
