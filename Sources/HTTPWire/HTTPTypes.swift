@@ -6,11 +6,16 @@ public struct HTTPField: Sendable, Equatable {
 }
 
 /// An ordered list of header fields with case-insensitive lookup (RFC 9110 §5.1).
-public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionaryLiteral {
+public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral {
     public var fields: [HTTPField]
 
     public init(_ fields: [HTTPField] = []) { self.fields = fields }
+    /// `["accept": "*/*"]`; repeated names are kept, in order.
     public init(dictionaryLiteral elements: (String, String)...) {
+        fields = elements.map { HTTPField(name: $0.0, value: $0.1) }
+    }
+    /// `[("accept", "*/*")]`: the same, for lists that read better as pairs.
+    public init(arrayLiteral elements: (String, String)...) {
         fields = elements.map { HTTPField(name: $0.0, value: $0.1) }
     }
 
@@ -33,6 +38,12 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
     public mutating func add(_ name: String, _ value: String) {
         fields.append(HTTPField(name: name, value: value))
     }
+
+    public mutating func add(contentsOf other: HTTPHeaders) { fields.append(contentsOf: other.fields) }
+
+    public mutating func reserveCapacity(_ n: Int) { fields.reserveCapacity(n) }
+
+    public var isEmpty: Bool { fields.isEmpty }
 
     /// Removes every `name` field. Absent: no mutation at all (a shared copy stays shared).
     public mutating func remove(_ name: String) {
@@ -158,14 +169,25 @@ func forEachToken(_ value: String, _ body: (Substring) -> Void) {
 }
 
 extension StringProtocol {
-    /// Trims spaces and horizontal tabs (optional whitespace, RFC 9110 §5.6.3).
-    public func trimmingASCIISpaces() -> String {
-        let u = Array(self.utf8)
-        var s = 0, e = u.count
-        while s < e, u[s] == 0x20 || u[s] == 0x09 { s += 1 }
-        while e > s, u[e - 1] == 0x20 || u[e - 1] == 0x09 { e -= 1 }
-        return String(decoding: u[s..<e], as: UTF8.self)
+    /// `self` without leading and trailing spaces and horizontal tabs (optional whitespace,
+    /// RFC 9110 §5.6.3), as a slice: nothing is copied.
+    public func trimmingOWS() -> SubSequence {
+        let u = utf8
+        var lo = u.startIndex, hi = u.endIndex
+        while lo < hi, u[lo] == 0x20 || u[lo] == 0x09 { lo = u.index(after: lo) }
+        // Forward to the last other byte (the generic UTF-8 view is only a `Collection`).
+        var i = lo
+        hi = lo
+        while i < u.endIndex {
+            let c = u[i]
+            i = u.index(after: i)
+            if c != 0x20 && c != 0x09 { hi = i }
+        }
+        return self[lo..<hi]
     }
+
+    /// The same, as a `String`.
+    public func trimmingASCIISpaces() -> String { String(trimmingOWS()) }
 }
 
 /// A response status line and header section.

@@ -194,6 +194,8 @@ enum Forms {
 }
 
 extension StringProtocol {
+    /// The form parsers' own trimmer and percent-decoder (above), like the parsers themselves
+    /// apart from the gateway's on purpose: one shared bug would agree with itself in tests.
     func trimmingASCIISpacesLocal() -> String {
         let u = Array(self.utf8)
         var s = 0, e = u.count

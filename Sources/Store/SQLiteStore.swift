@@ -9,8 +9,8 @@ import Darwin
 /// Veil's tables on one SQLite connection.
 ///
 /// Concurrency: the store holds ONE `SQLiteConnection` behind a `Mutex`; every call locks, runs a few
-/// cached prepared statements and unlocks. Calls are tiny (primary-key or index lookups), so event loops
-/// may call the store synchronously; they serialise on the mutex rather than on SQLite's own locks.
+/// cached prepared statements and unlocks. Calls come from the gateway's store thread
+/// (`StoreExecutor`), never from an event loop; any other caller serialises on the mutex too.
 /// The connection runs in WAL mode with `synchronous=NORMAL` (commits do not fsync; a power cut can lose
 /// the last transactions but never corrupts the file) and `busy_timeout=2000` ms (only matters when
 /// another process, e.g. the sqlite3 shell, holds the write lock).

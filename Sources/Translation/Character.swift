@@ -123,7 +123,7 @@ public struct Timestamps: Sendable, Equatable, Codable {
         let pieces = s.split(separator: "-", omittingEmptySubsequences: false)
         guard pieces.count == 2 else { throw bad("timestamps must look like \"0-3\"") }
         func num(_ p: Substring) -> Double? {
-            let t = p.trimmingASCIISpaces()
+            let t = p.trimmingASCIIWhitespace()
             guard !t.isEmpty, t.utf8.count <= 12,
                   t.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == UInt8(ascii: ".") }),
                   t.utf8.filter({ $0 == UInt8(ascii: ".") }).count <= 1,

@@ -133,7 +133,7 @@ public enum Multipart {
                     }
                     filename = extFilename ?? plainFilename
                 case "content-type":
-                    contentType = String(decoding: value, as: UTF8.self).trimmingASCIISpaces()
+                    contentType = String(decoding: value, as: UTF8.self).trimmingASCIIWhitespace()
                 default:
                     break
                 }
@@ -211,14 +211,14 @@ public enum Multipart {
                 continue
             }
             if b == UInt8(ascii: ";") {
-                out.append(String(decoding: cur, as: UTF8.self).trimmingASCIISpaces())
+                out.append(String(decoding: cur, as: UTF8.self).trimmingASCIIWhitespace())
                 cur.removeAll(keepingCapacity: true)
                 continue
             }
             if b == UInt8(ascii: "\"") { inQuotes = true }
             cur.append(b)
         }
-        out.append(String(decoding: cur, as: UTF8.self).trimmingASCIISpaces())
+        out.append(String(decoding: cur, as: UTF8.self).trimmingASCIIWhitespace())
         return out
     }
 
@@ -226,8 +226,8 @@ public enum Multipart {
     static func parseParameter(_ p: String) -> (String, String)? {
         let u = Array(p.utf8)
         guard let eq = u.firstIndex(of: UInt8(ascii: "=")) else { return nil }
-        let key = String(decoding: u[..<eq], as: UTF8.self).trimmingASCIISpaces().lowercased()
-        let raw = Array(String(decoding: u[(eq + 1)...], as: UTF8.self).trimmingASCIISpaces().utf8)
+        let key = String(decoding: u[..<eq], as: UTF8.self).trimmingASCIIWhitespace().lowercased()
+        let raw = Array(String(decoding: u[(eq + 1)...], as: UTF8.self).trimmingASCIIWhitespace().utf8)
         guard raw.first == UInt8(ascii: "\"") else { return (key, String(decoding: raw, as: UTF8.self)) }
         var out: [UInt8] = []
         var i = 1
@@ -245,35 +245,7 @@ public enum Multipart {
     static func decodeExtValue(_ v: String) -> String? {
         let parts = v.split(separator: "'", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].lowercased() == "utf-8" else { return nil }
-        return percentDecode(String(parts[2]))
-    }
-}
-
-/// Percent-decodes `s`; nil on a malformed escape.
-func percentDecode(_ s: String) -> String? {
-    let u = Array(s.utf8)
-    var out: [UInt8] = []
-    out.reserveCapacity(u.count)
-    var i = 0
-    while i < u.count {
-        if u[i] == UInt8(ascii: "%") {
-            guard i + 2 < u.count, let h = hexValue(u[i + 1]), let l = hexValue(u[i + 2]) else { return nil }
-            out.append(h << 4 | l)
-            i += 3
-        } else {
-            out.append(u[i])
-            i += 1
-        }
-    }
-    return String(decoding: out, as: UTF8.self)
-}
-
-@inline(__always) func hexValue(_ c: UInt8) -> UInt8? {
-    switch c {
-    case 0x30...0x39: return c - 0x30
-    case 0x41...0x46: return c - 0x41 + 10
-    case 0x61...0x66: return c - 0x61 + 10
-    default: return nil
+        return PercentDecoding.decode(parts[2])
     }
 }
 

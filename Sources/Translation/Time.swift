@@ -82,7 +82,7 @@ public enum TimeMath {
 /// The upstream's `create_time` ("2025-11-06 16:27:24", local wall-clock time) → Unix seconds,
 /// given the upstream's UTC offset (Shanghai: 28800). Nil when malformed or out of range.
 public func parseLocalTime(_ s: String, utcOffsetSeconds: Int) -> Int? {
-    let u = Array(s.trimmingASCIISpaces().utf8)
+    let u = Array(s.trimmingASCIIWhitespace().utf8)
     guard u.count == 19, utcOffsetSeconds >= -14 * 3600, utcOffsetSeconds <= 14 * 3600,
           let (wall, _) = TimeMath.parseWallClock(u) else { return nil }
     return wall - utcOffsetSeconds
@@ -95,7 +95,7 @@ public func parseLocalTime(_ s: String, utcOffsetSeconds: Int) -> Int? {
 /// them rather than being silently wrong half the year. Also accepts `UTC`, `GMT`, `Z` and
 /// literals `+08:00`, `-05:30`, `+0800`, `+08`, optionally prefixed `UTC`/`GMT`.
 public func timeZoneOffsetSeconds(identifier: String) -> Int? {
-    let id = identifier.trimmingASCIISpaces()
+    let id = identifier.trimmingASCIIWhitespace()
     let fixed: [String: Int] = [
         "UTC": 0, "Etc/UTC": 0, "GMT": 0, "Etc/GMT": 0, "Z": 0, "Zulu": 0, "UCT": 0, "Universal": 0,
         "Asia/Shanghai": 28_800, "Asia/Chongqing": 28_800, "Asia/Chungking": 28_800, "Asia/Harbin": 28_800,

@@ -74,7 +74,7 @@ public enum VideoStatus: String, Sendable, Equatable, Codable, CaseIterable {
     /// Maps the upstream's words (case-insensitive, trimmed). Unknown or missing → in_progress:
     /// a caller keeps polling rather than being told a still-running job finished or failed.
     public init(upstream: String?) {
-        switch upstream?.trimmingASCIISpaces().lowercased() ?? "" {
+        switch upstream?.trimmingASCIIWhitespace().lowercased() ?? "" {
         case "queued", "pending", "submitted", "not_start": self = .queued
         case "processing", "in_progress", "running": self = .inProgress
         case "completed", "success", "succeeded": self = .completed
@@ -243,7 +243,7 @@ public func translateVideo(_ task: UpstreamVideoTask, facts: VideoFacts, now: In
     let size = facts.size ?? task.size.flatMap { isResolution($0) ? $0 : nil }
 
     var error: VideoError?
-    let quality = task.quality?.trimmingASCIISpaces() ?? ""
+    let quality = task.quality?.trimmingASCIIWhitespace() ?? ""
     switch status {
     case .completed:
         if !quality.isEmpty, quality.lowercased() != "standard" {
@@ -305,7 +305,7 @@ public func signedURLExpiry(_ url: String) -> Int? {
         guard let eq = pair.firstIndex(of: "=") else { continue }
         let key = pair[..<eq]
         guard key == "se" || key == "Expires" else { continue }
-        guard let value = percentDecode(String(pair[pair.index(after: eq)...])) else { continue }
+        guard let value = PercentDecoding.decode(pair[pair.index(after: eq)...]) else { continue }
         if !value.isEmpty, value.utf8.count <= 12, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
             return Int(value)
         }

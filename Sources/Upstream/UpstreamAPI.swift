@@ -10,7 +10,7 @@ public struct UpstreamRequest: Sendable {
     public var method: String
     public var url: String
     /// This request's own fields; `sharedHeaders` follows them.
-    public var headers: [(name: String, value: String)]
+    public var headers: HTTPHeaders
     /// Fields many requests send alike (the upstream's Authorization), encoded once by the
     /// client and sent behind `headers` instead of copied per request.
     public var sharedHeaders: UpstreamHeaderBlock? = nil
@@ -36,7 +36,7 @@ public struct UpstreamRequest: Sendable {
     /// stream), large for bulk downloads (fewer reads and callbacks).
     public var receiveBufferBytes: Int? = nil
 
-    public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+    public init(method: String, url: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.method = method; self.url = url; self.headers = headers; self.body = body
     }
 
@@ -47,15 +47,13 @@ public struct UpstreamRequest: Sendable {
 /// The final (non-1xx) status line and header fields of an upstream response.
 public struct UpstreamResponseHead: Sendable {
     public var status: Int
-    public var headers: [(name: String, value: String)]
+    public var headers: HTTPHeaders
     /// 1 for HTTP/1.x, 2 for HTTP/2.
     public var httpVersion: Int
-    public init(status: Int, headers: [(name: String, value: String)], httpVersion: Int) {
+    public init(status: Int, headers: HTTPHeaders, httpVersion: Int) {
         self.status = status; self.headers = headers; self.httpVersion = httpVersion
     }
-    public func header(_ name: String) -> String? {
-        headers.first { asciiCaseInsensitiveEquals($0.name, name) }?.value
-    }
+    public func header(_ name: String) -> String? { headers[name] }
 }
 
 public enum UpstreamError: Error, Sendable, Equatable {

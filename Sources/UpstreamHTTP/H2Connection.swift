@@ -331,7 +331,7 @@ struct H2HeaderBlock {
     private var spans: [(name: Range<Int>, value: Range<Int>)] = []
 
     mutating func build(method: String, scheme: StaticString, authority: String, url: String, target: Range<Int>,
-                        headers: [(name: String, value: String)], shared: [(name: String, value: String)]?, bodyCount: Int) {
+                        headers: HTTPHeaders, shared: HTTPHeaders?, bodyCount: Int) {
         bytes.removeAll(keepingCapacity: true)
         spans.removeAll(keepingCapacity: true)
         var m = method
@@ -355,8 +355,8 @@ struct H2HeaderBlock {
                 }
             }
         }
-        for (n, v) in headers { field(n, v) }
-        if let shared { for (n, v) in shared { field(n, v) } }
+        for f in headers { field(f.name, f.value) }
+        if let shared { for f in shared { field(f.name, f.value) } }
         if bodyCount > 0 {
             pseudo("content-length") { RequestHeadWriter.appendDecimal(bodyCount, into: &$0) }
         }

@@ -75,7 +75,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
     private var h2: H2Connection?
     private var streamID: Int32 = 0
     private var h2Status = 0
-    private var h2Fields: [(name: String, value: String)] = []
+    private var h2Fields: [HTTPField] = []
     /// Bytes received while paused (at most the stream window), not yet consumed.
     private var h2Held: [UInt8] = []
     private var h2BodySent = 0
@@ -479,12 +479,12 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 off += r.consumed
                 return
             case .head(let start)?:
-                var fields: [(name: String, value: String)] = []
+                var fields: [HTTPField] = []
                 let spans = parser.fieldSpans
                 fields.reserveCapacity(spans.count)
                 for s in spans {
-                    fields.append((String(decoding: UnsafeRawBufferPointer(rebasing: input[s.name]), as: UTF8.self),
-                                   String(decoding: UnsafeRawBufferPointer(rebasing: input[s.value]), as: UTF8.self)))
+                    fields.append(HTTPField(name: String(decoding: UnsafeRawBufferPointer(rebasing: input[s.name]), as: UTF8.self),
+                                            value: String(decoding: UnsafeRawBufferPointer(rebasing: input[s.value]), as: UTF8.self)))
                 }
                 off += r.consumed
                 if let cap = request.maxResponseBytes, let cl = start.contentLength, cl > cap {
@@ -493,7 +493,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
                 }
                 keepAlive = start.keepAlive
                 headDelivered = true
-                let head = UpstreamResponseHead(status: start.status, headers: fields, httpVersion: 1)
+                let head = UpstreamResponseHead(status: start.status, headers: HTTPHeaders(fields), httpVersion: 1)
                 callDelegate { $0.upstreamDidReceiveHead(head) }
             case .body(let range)?:
                 if let cap = request.maxResponseBytes, received + range.count > cap {
@@ -637,11 +637,13 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             readAgainQueued = false
             guard !isFinished, !paused, phase == .exchanging, let c = conn else { return }
             updateInterest(c)
-            if wasResume && !c.carry.isEmpty {
-                // Bytes held back by the pause: parsed before anything new is read.
+            if wasResume {
+                // Bytes held back by the pause are parsed before anything new is read; with none
+                // the parser still runs: a sized body's end needs no further byte, and a pause
+                // taken on its last bytes would otherwise wait for input that never comes.
                 let buffer = client.readBuffer
                 let k = c.carry.count
-                c.carry.withUnsafeBytes { buffer.copyMemory(from: $0) }
+                if k > 0 { c.carry.withUnsafeBytes { buffer.copyMemory(from: $0) } }
                 c.carry.removeAll(keepingCapacity: true)
                 process(c, UnsafeRawBufferPointer(rebasing: buffer[0..<k]))
             }
@@ -803,7 +805,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
         }
         if name.first == 0x3A { return }
         if h2Fields.isEmpty { h2Fields.reserveCapacity(16) }
-        h2Fields.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        h2Fields.append(HTTPField(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self)))
     }
 
     func h2HeadersComplete(endStream: Bool) {
@@ -819,7 +821,7 @@ final class HTTPUpstreamTransfer: UpstreamTransfer, @unchecked Sendable {
             return abort(.tooLarge)
         }
         headDelivered = true
-        let head = UpstreamResponseHead(status: h2Status, headers: h2Fields, httpVersion: 2)
+        let head = UpstreamResponseHead(status: h2Status, headers: HTTPHeaders(h2Fields), httpVersion: 2)
         h2Fields = []
         callDelegate { $0.upstreamDidReceiveHead(head) }
         if endStream { h2EndStream() }

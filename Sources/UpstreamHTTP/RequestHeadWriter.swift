@@ -21,7 +21,7 @@ public enum RequestHeadWriter {
     /// `target`: the range of `url`'s UTF-8 that is the request target (`UpstreamURL`);
     /// `authority`: the `Host` value.
     public static func write(method: String, url: String, target: Range<Int>, authority: String,
-                             headers: [(name: String, value: String)],
+                             headers: HTTPHeaders,
                              shared: [UInt8]?, bodyCount: Int, into out: inout [UInt8]) -> Bool {
         out.removeAll(keepingCapacity: true)
         var ok = true
@@ -56,7 +56,7 @@ public enum RequestHeadWriter {
             a.withUTF8 { out.append(contentsOf: $0) }
             append(&out, "\r\n")
         }
-        for (name, value) in headers { appendField(name, value, into: &out) }
+        for f in headers { appendField(f.name, f.value, into: &out) }
         if let shared { out.append(contentsOf: shared) }
         let wantsLength = bodyCount > 0 || methodIs(out, "POST ") || methodIs(out, "PUT ") || methodIs(out, "PATCH ")
         if wantsLength {
@@ -70,9 +70,9 @@ public enum RequestHeadWriter {
 
     /// The wire form of a shared block's fields (`Name: value\r\n` each, sanitised and filtered
     /// like a request's own fields).
-    public static func sharedBlockBytes(_ fields: [(name: String, value: String)]) -> [UInt8] {
+    public static func sharedBlockBytes(_ fields: HTTPHeaders) -> [UInt8] {
         var out: [UInt8] = []
-        for (name, value) in fields { appendField(name, value, into: &out) }
+        for f in fields { appendField(f.name, f.value, into: &out) }
         return out
     }
 

@@ -18,7 +18,7 @@ func hookSnapshot(_ tweak: (inout GatewayConfig) -> Void = { _ in }) -> ConfigSn
 }
 
 func head(_ status: Int, _ fields: [(String, String)] = []) -> UpstreamResponseHead {
-    UpstreamResponseHead(status: status, headers: fields.map { (name: $0.0, value: $0.1) }, httpVersion: 1)
+    UpstreamResponseHead(status: status, headers: HTTPHeaders(fields.map { HTTPField(name: $0.0, value: $0.1) }), httpVersion: 1)
 }
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }

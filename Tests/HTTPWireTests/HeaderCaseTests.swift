@@ -31,3 +31,18 @@ import HTTPWire
         #expect(h["x-request-i"] == nil)
     }
 }
+
+/// Optional whitespace (SP, HTAB) trimmed from both ends; nothing else (CR, LF, NBSP) is.
+@Suite struct OWSTrimTests {
+    @Test(arguments: [
+        ("  a b \t", "a b"), ("\t\t", ""), ("", ""), ("x", "x"), (" é ", "é"),
+        ("\r\nv\r\n", "\r\nv\r\n"), ("\u{A0}v", "\u{A0}v"), ("a \t b", "a \t b"),
+    ])
+    func trims(_ input: String, _ expected: String) {
+        #expect(input.trimmingASCIISpaces() == expected)
+        #expect(input.trimmingOWS() == expected[...])
+        let padded = "[" + input + "]"
+        let inner = padded.dropFirst().dropLast()                    // a slice not at index 0
+        #expect(String(inner.trimmingOWS()) == expected)
+    }
+}

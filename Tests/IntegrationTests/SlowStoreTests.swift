@@ -11,16 +11,23 @@ import Testing
     final class SlowStore: StoreBackend, @unchecked Sendable {
         let inner: SQLiteStore
         let delayMillis: Int
+        /// How long each write of a video's state takes (`updateVideo`, `recordVideoState`: a
+        /// write stalled behind a lock).
+        let updateDelayMillis: Int
         let slowCalls = Atomic<Int>(0)
-        init(delayMillis: Int) throws {
+        init(delayMillis: Int, updateDelayMillis: Int = 0) throws {
             inner = try SQLiteStore(path: ":memory:")
             self.delayMillis = delayMillis
+            self.updateDelayMillis = updateDelayMillis
         }
         private func stall() { slowCalls.add(1, ordering: .relaxed); usleep(UInt32(delayMillis * 1000)) }
         func insertVideo(_ v: VideoRecord) throws { try inner.insertVideo(v) }
         func video(id: String, team: String) throws -> VideoRecord? { stall(); return try inner.video(id: id, team: team) }
         func videoAnyTeam(id: String) throws -> VideoRecord? { try inner.videoAnyTeam(id: id) }
-        func updateVideo(_ v: VideoRecord) throws { try inner.updateVideo(v) }
+        func updateVideo(_ v: VideoRecord) throws {
+            if updateDelayMillis > 0 { usleep(UInt32(updateDelayMillis * 1000)) }
+            try inner.updateVideo(v)
+        }
         func listVideos(team: String, after: String?, limit: Int, descending: Bool) throws -> (items: [VideoRecord], hasMore: Bool) {
             stall()
             return try inner.listVideos(team: team, after: after, limit: limit, descending: descending)
@@ -48,7 +55,10 @@ import Testing
         func releaseCharacterName(_ name: String, holder: String) throws { try inner.releaseCharacterName(name, holder: holder) }
         func heartbeat(replica: String, ttlMillis: Int) throws -> [String] { try inner.heartbeat(replica: replica, ttlMillis: ttlMillis) }
         func leave(replica: String) throws { try inner.leave(replica: replica) }
-        func recordVideoState(_ v: VideoRecord, event: WebhookDelivery?) throws -> Bool { try inner.recordVideoState(v, event: event) }
+        func recordVideoState(_ v: VideoRecord, event: WebhookDelivery?) throws -> Bool {
+            if updateDelayMillis > 0 { usleep(UInt32(updateDelayMillis * 1000)) }
+            return try inner.recordVideoState(v, event: event)
+        }
         func unfinishedVideos(createdSince: Int, notPolledForMillis: Int, limit: Int) throws -> [VideoRecord] {
             try inner.unfinishedVideos(createdSince: createdSince, notPolledForMillis: notPolledForMillis, limit: limit)
         }
@@ -107,5 +117,25 @@ import Testing
         let t1 = RawHTTPClient.nowMillis()
         #expect(try h.get("/v1/videos").status == 503)
         #expect(RawHTTPClient.nowMillis() - t1 < 1_200)
+    }
+
+    /// A state a caller has seen is in the store before the answer goes out: a video seen
+    /// completed downloads at once, even when its row's write is slow and the read overtakes it
+    /// on another store thread (as on a PostgreSQL pool, or on another replica). The bug: the
+    /// write was not awaited and the download answered 400 `video_not_ready`.
+    @Test func aVideoSeenCompletedDownloadsAtOnce() throws {
+        let store = try SlowStore(delayMillis: 0, updateDelayMillis: 400)
+        let h = try VeilHarness(workers: 1, backend: store, backendThreads: 2)
+        defer { h.stop() }
+        let created = try h.post("/v1/videos", json: #"{"prompt":"a lighthouse","model":"sora-2"}"#)
+        #expect(created.status == 200, "\(created.text)")
+        let id = try #require(jsonObject(created)["id"] as? String)
+        var status = ""
+        #expect(waitUntil(20) {
+            status = (try? h.get("/v1/videos/\(id)")).flatMap { jsonObject($0)["status"] as? String } ?? ""
+            return status == "completed"
+        }, "last status \(status)")
+        let content = try h.get("/v1/videos/\(id)/content")
+        #expect(content.status == 200, "\(content.text.prefix(200))")
     }
 }

@@ -163,6 +163,27 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         #expect(rec.snapshot.body.count == 100 + 20_000)
     }
 
+    /// A pause taken on a sized body's last bytes: the end needs no further byte, so resume must
+    /// still deliver it (the bug: the finish never came and the caller's connection hung).
+    @Test(arguments: ClientKind.allCases) func pauseOnLastBodyBytesStillFinishesOnResume(_ kind: ClientKind) {
+        let server = TestServer { conn, _ in
+            conn.send("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + String(repeating: "z", count: 300))
+            return true
+        }
+        let h = LoopHarness(kind)
+        defer { h.shutdown(); server.stop() }
+        let rec = Recorder()
+        rec.onData = { r, total in if total == 300 { r.transfer?.pause() } }
+        h.start(UpstreamRequest(method: "GET", url: server.url), rec)
+        usleep(300_000)
+        #expect(rec.snapshot.body.count == 300)
+        #expect(rec.finishes.isEmpty, "finished while paused")
+        h.onLoop { rec.transfer?.resume() }
+        // Well before the server's 5 s read timeout closes the connection (which would end it too).
+        #expect(rec.waitFinished(seconds: 2))
+        #expect(rec.finishes.first ?? .cancelled == nil)
+    }
+
     @Test(arguments: ClientKind.allCases) func pauseFromOutsideThenResume(_ kind: ClientKind) {
         let paused = DispatchSemaphore(value: 0)
         let server = TestServer { conn, _ in
@@ -618,7 +639,7 @@ private let chunkedHead = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\
         let block = UpstreamHeaderBlock([("Authorization", "Bearer shared"), ("Accept-Encoding", "identity"), ("X-Bad", "a\r\nInjected: 1")])
         for i in 0..<3 {
             var r = UpstreamRequest(method: "POST", url: server.url + "/s", headers: [("X-Request-Id", "r\(i)")], body: Array(#"{"a":1}"#.utf8))
-            if i == 2 { r.headers.append(("Accept", "text/event-stream")) }
+            if i == 2 { r.headers.add("Accept", "text/event-stream") }
             r.sharedHeaders = block
             let rec = Recorder()
             h.start(r, rec)

@@ -1,4 +1,5 @@
 import CNGHTTP2
+import HTTPWire
 import Testing
 import Upstream
 @testable import UpstreamHTTP
@@ -57,8 +58,8 @@ import Upstream
 
 /// The request head on the wire, byte for byte.
 @Suite struct RequestHeadWriterTests {
-    private func head(_ method: String, _ url: String, _ headers: [(name: String, value: String)] = [],
-                      shared: [(name: String, value: String)]? = nil, body: Int = 0) -> String? {
+    private func head(_ method: String, _ url: String, _ headers: HTTPHeaders = [],
+                      shared: HTTPHeaders? = nil, body: Int = 0) -> String? {
         guard let parts = UpstreamURL.parse(url) else { return nil }
         var out: [UInt8] = []
         let ok = RequestHeadWriter.write(method: method, url: url, target: parts.originLength..<parts.targetEnd,
@@ -85,7 +86,7 @@ import Upstream
     }
 
     @Test func fieldsAreSanitisedAndClientOwnedOnesDropped() {
-        let fields: [(name: String, value: String)] = [
+        let fields: HTTPHeaders = [
             ("X-Evil", "a\r\nX-Injected: 1"), ("X-Nul", "a\0b"), ("X-Empty", ""), (" X-Pad ", "  v \t"),
             ("Bad Name", "x"), ("Bad:Name", "x"), ("", "x"), ("Ünï", "x"),
             ("Content-Length", "999"), ("transfer-encoding", "chunked"), ("Connection", "close"),

@@ -80,11 +80,11 @@ struct UpstreamBench {
         s.tls.caFile = ca
         if getenv("VEIL_BENCH_TLS_KEEP_BUFFERS") != nil { s.tls.releaseBuffers = false }
         let client: UpstreamClientProtocol = HTTPUpstreamClient(loop: loop, settings: s)
-        let shared = UpstreamHeaderBlock([("Authorization", "Bearer \(key)"), ("Accept-Encoding", "identity")])
+        let shared = UpstreamHeaderBlock(["Authorization": "Bearer \(key)", "Accept-Encoding": "identity"])
         let body = stream
             ? #"{"model":"bench-model","stream":true,"bench_events":"# + String(events) + #","bench_interval_ms":"# + String(interval) + #","messages":[{"role":"user","content":"hi"}]}"#
             : #"{"model":"bench-model","messages":[{"role":"user","content":"Say something of about a kilobyte."}]}"#
-        var req = UpstreamRequest(method: "POST", url: url, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
+        var req = UpstreamRequest(method: "POST", url: url, headers: ["Content-Type": "application/json"], body: Array(body.utf8))
         req.sharedHeaders = shared
         req.timeoutMillis = 600_000
         req.connectTimeoutMillis = 120_000       // under valgrind a TLS handshake takes ~1 s

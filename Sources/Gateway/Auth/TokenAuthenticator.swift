@@ -59,10 +59,10 @@ func sameDigest(_ a: SHA256Digest, _ b: SHA256Digest) -> Bool {
 /// trimmed, read as bytes. Nil when absent, another scheme, empty, or over 512 bytes.
 func bearerToken(_ authorization: String?) -> Substring? {
     guard let auth = authorization else { return nil }
-    let trimmed = trimSpaceTab(Substring(auth))
+    let trimmed = auth.trimmingOWS()
     let u = trimmed.utf8
     guard u.count > 7, u.prefix(7).elementsEqual("bearer ".utf8, by: { $0 == $1 || ($1 != 0x20 && $0 | 0x20 == $1) }) else { return nil }
-    let token = trimSpaceTab(trimmed.dropFirst(7))
+    let token = trimmed.dropFirst(7).trimmingOWS()
     guard !token.isEmpty, token.utf8.count <= 512 else { return nil }
     return token
 }
@@ -106,15 +106,6 @@ public struct TokenAuthenticator: Sendable {
         if let exp = foundExpiry, now >= exp { return (.expired, exp) }
         return (.team(found), foundExpiry)
     }
-}
-
-/// `s` without leading and trailing spaces and tabs (ASCII, no allocation).
-@inline(__always)
-func trimSpaceTab(_ s: Substring) -> Substring {
-    var t = s
-    while let f = t.utf8.first, f == 0x20 || f == 0x09 { t = t.dropFirst() }
-    while let l = t.utf8.last, l == 0x20 || l == 0x09 { t = t.dropLast() }
-    return t
 }
 
 extension StringProtocol {

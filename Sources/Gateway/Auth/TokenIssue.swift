@@ -17,7 +17,7 @@ public enum TokenIssue {
     /// `--expires`: a duration from now (`90s`, `30m`, `24h`, `30d`, `2w`) or Unix seconds.
     /// The time must lie in the future and within what the configuration accepts.
     public static func parseExpiry(_ text: String, now: Int) -> Result<Int, ExpiryProblem> {
-        let t = text.trimmingCharacters(in: " ")
+        let t = text.trimmingASCIISpaces()
         let at: Int
         if !t.isEmpty, t.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
             guard let v = Int(t) else { return .failure(.init("`\(t)` is too large")) }

@@ -103,7 +103,7 @@ public struct CORSPolicy: Sendable {
         if !allowAny { h.add("vary", "Origin") }
         h.add("access-control-allow-origin", allow)
         h.add("access-control-allow-methods", CORSPolicy.allowedMethods)
-        let asked = (requestMethod ?? "").trimmingCharacters(in: " \t")
+        let asked = (requestMethod ?? "").trimmingASCIISpaces()
         guard CORSPolicy.allowedMethodSet.contains(asked.uppercased()) else {
             let shown = asked.isEmpty ? "(none)" : String(asked.prefix(32))
             return .refused(PreflightRefusal(status: 403, code: "cors_method_not_allowed",
@@ -117,10 +117,10 @@ public struct CORSPolicy: Sendable {
 
     /// The requested headers that are allowed, plus the ones every client needs.
     static func allowHeaders(requested: String?) -> String {
-        var out = defaultAllowedHeaders.split(separator: ",").map { $0.trimmingCharacters(in: " ") }
+        var out = defaultAllowedHeaders.split(separator: ",").map { $0.trimmingASCIISpaces() }
         var seen = Set(out)
         for raw in (requested ?? "").split(separator: ",") {
-            let name = raw.trimmingCharacters(in: " \t").lowercased()
+            let name = raw.trimmingASCIISpaces().lowercased()
             guard !name.isEmpty, name.utf8.count <= 64, !seen.contains(name) else { continue }
             guard name.utf8.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 }) else { continue }
             if allowedHeaderNames.contains(name) || allowedHeaderPrefixes.contains(where: { name.hasPrefix($0) }) {

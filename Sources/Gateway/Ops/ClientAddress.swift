@@ -8,7 +8,7 @@ public struct CIDR: Sendable, Equatable {
     public let prefix: Int
 
     public init?(_ text: String) {
-        let t = text.trimmingCharacters(in: " \t")
+        let t = text.trimmingASCIISpaces()
         var bits: Int?
         var addr = Substring(t)
         if let slash = t.firstIndex(of: "/") {
@@ -85,7 +85,7 @@ public func forwardedClientAddress(peer: String, forwardedFor: [String], trusted
     var client = peer
     var examined = 0
     for raw in hops.reversed() {
-        let entry = raw.trimmingCharacters(in: " \t")
+        let entry = raw.trimmingASCIISpaces()
         if entry.isEmpty { continue }
         examined += 1
         guard examined <= maxForwardedHops, let ip = forwardedIP(entry) else { break }

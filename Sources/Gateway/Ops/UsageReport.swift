@@ -6,7 +6,7 @@ import Store
 public enum UsageReport {
     /// `24h`, `7d`, `30m`, `90s`, `2w` → seconds; nil when not understood.
     public static func parseDuration(_ text: String) -> Int? {
-        let t = text.trimmingCharacters(in: " ").lowercased()
+        let t = text.trimmingASCIISpaces().lowercased()
         guard let unit = t.last, let n = Int(t.dropLast()), n >= 0 else { return nil }
         let seconds: Int
         switch unit {

@@ -36,7 +36,7 @@ struct ChatHooks: UpstreamHooks {
     let stream: Bool
     let key: [UInt8]
     private var status = 0
-    private var headers: [(name: String, value: String)] = []
+    private var headers = HTTPHeaders()
     /// Made when the answer turns out to be a stream (a buffered answer needs none).
     private var events: SSEEventFilter?
     private let dropUsageChunk: Bool

@@ -15,13 +15,14 @@ enum HeaderPolicy {
     /// `Authorization` value (`Bearer <key>`) and `Accept-Encoding: identity` (an empty one would
     /// say nothing; bodies should arrive as identity, and are decoded when they do not).
     static func sharedUpstreamHeaders(authorization: String, json: Bool = false) -> UpstreamHeaderBlock {
-        UpstreamHeaderBlock([("authorization", authorization), ("accept-encoding", "identity")]
-                            + (json ? [("content-type", "application/json")] : []))
+        var fields: HTTPHeaders = ["authorization": authorization, "accept-encoding": "identity"]
+        if json { fields.add("content-type", "application/json") }
+        return UpstreamHeaderBlock(fields)
     }
 
     /// A request's own fields: the caller's allowed ones, then Veil's `x-request-id`.
-    static func upstreamHeaders(from caller: HTTPHeaders, requestID: String, omitting omitted: String? = nil) -> [(name: String, value: String)] {
-        var out: [(name: String, value: String)] = []
+    static func upstreamHeaders(from caller: HTTPHeaders, requestID: String, omitting omitted: String? = nil) -> HTTPHeaders {
+        var out = HTTPHeaders()
         out.reserveCapacity(4)
         for f in caller {
             // The lower-case spelling from the allow-list itself: no lowercased copy per field;
@@ -29,9 +30,9 @@ enum HeaderPolicy {
             let n = f.name.utf8.count
             guard let name = forwardedRequestNames.first(where: { $0.utf8.count == n && asciiCaseInsensitiveEquals($0, f.name) }),
                   name != omitted else { continue }
-            out.append((name, f.value))
+            out.add(name, f.value)
         }
-        out.append(("x-request-id", requestID))
+        out.add("x-request-id", requestID)
         return out
     }
 
@@ -40,16 +41,17 @@ enum HeaderPolicy {
     /// `json`: the body is JSON Veil has parsed, so it is sent as `application/json` whatever
     /// the caller said, from the shared block (one line less per request, held by every stream).
     static func upstreamRequest(_ snapshot: ConfigSnapshot, requestID: String, _ method: String, _ url: String,
-                                forwarding caller: HTTPHeaders = HTTPHeaders(), extra: [(name: String, value: String)] = [],
+                                forwarding caller: HTTPHeaders = HTTPHeaders(), extra: HTTPHeaders = HTTPHeaders(),
                                 body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
-        let own = upstreamHeaders(from: caller, requestID: requestID, omitting: json ? "content-type" : nil)
-        var r = UpstreamRequest(method: method, url: url, headers: extra.isEmpty ? own : own + extra, body: body)
+        var own = upstreamHeaders(from: caller, requestID: requestID, omitting: json ? "content-type" : nil)
+        own.add(contentsOf: extra)
+        var r = UpstreamRequest(method: method, url: url, headers: own, body: body)
         r.sharedHeaders = json ? snapshot.upstreamJSONHeaders : snapshot.upstreamHeaders
         return r
     }
 
     /// The same, for an exchange.
-    static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, extra: [(name: String, value: String)] = [],
+    static func upstreamRequest(_ x: Exchange, _ method: String, _ url: String, extra: HTTPHeaders = HTTPHeaders(),
                                 body: [UInt8] = [], json: Bool = false) -> UpstreamRequest {
         upstreamRequest(x.snapshot, requestID: x.requestID, method, url, extra: extra, body: body, json: json)
     }
@@ -62,12 +64,12 @@ enum HeaderPolicy {
 
     /// The upstream's fields a caller may see (allow-list, lower-case names). Values are redacted
     /// where answers go out (`UpstreamEngine` for streams, `Exchange` for whole answers).
-    static func callerHeaders(from upstream: [(name: String, value: String)]) -> HTTPHeaders {
+    static func callerHeaders(from upstream: HTTPHeaders) -> HTTPHeaders {
         var h = HTTPHeaders()
-        for (name, value) in upstream {
-            let n = name.utf8.count
-            guard let lower = forwardedResponseNames.first(where: { $0.utf8.count == n && asciiCaseInsensitiveEquals($0, name) }) else { continue }
-            h.add(lower, value)
+        for f in upstream {
+            let n = f.name.utf8.count
+            guard let lower = forwardedResponseNames.first(where: { $0.utf8.count == n && asciiCaseInsensitiveEquals($0, f.name) }) else { continue }
+            h.add(lower, f.value)
         }
         return h
     }

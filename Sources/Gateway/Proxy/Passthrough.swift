@@ -50,7 +50,7 @@ struct PassthroughHooks: UpstreamHooks {
     let request: UpstreamRequest
     let key: [UInt8]
     private var status = 0
-    private var headers: [(name: String, value: String)] = []
+    private var headers = HTTPHeaders()
     private var eventStream = false
     /// The Responses API's stream: the key redacted (also escaped inside an event), usage read.
     private var events: SSEEventFilter

@@ -29,14 +29,16 @@ public final class VeilRuntime: @unchecked Sendable {
 
     /// Opens the store (failing with a message naming its path, or its URL without the password)
     /// and prepares the gateway. `backend` replaces the configured store (tests: a slow or
-    /// failing one).
-    public init(config: GatewayConfig, log: GatewayLog? = nil, backend: (any StoreBackend)? = nil) throws {
+    /// failing one), served by `backendThreads` store threads (several: calls overtake one
+    /// another, as on a PostgreSQL pool).
+    public init(config: GatewayConfig, log: GatewayLog? = nil, backend: (any StoreBackend)? = nil, backendThreads: Int = 1) throws {
         self.config = config
         heartbeatMillis = config.store.heartbeatMillis
         var threads = 1
         if let backend {
             self.backend = backend
             closeBackend = {}
+            threads = max(1, backendThreads)
         } else if let url = config.store.url {
             let store: PostgresStore
             do { store = try PostgresStore(settings: VeilRuntime.postgresSettings(config.store, url: url)) } catch {

@@ -27,7 +27,7 @@ struct VideoCreateHooks: UpstreamHooks {
         form.addField(name: "size", value: up.keyInSizeField ? up.apiKey : spec.size)
         let (body, contentType) = form.finish()
         request = HeaderPolicy.upstreamRequest(snapshot, requestID: requestID, "POST", snapshot.upstreamBase + "/v1/videos",
-                                               extra: [("content-type", contentType)], body: body)
+                                               extra: ["content-type": contentType], body: body)
         self.spec = spec
         key = snapshot.apiKeyBytes
         self.now = now
@@ -98,8 +98,8 @@ struct VideoContentHooks: UpstreamHooks {
     static let forwardedFields: [String] = ["content-type", "content-length", "content-range", "accept-ranges", "etag", "last-modified"]
 
     init(url: String, range: String?) {
-        var headers: [(name: String, value: String)] = [("accept", "*/*")]
-        if let range { headers.append(("range", range)) }
+        var headers: HTTPHeaders = ["accept": "*/*"]
+        if let range { headers.add("range", range) }
         var r = UpstreamRequest(method: "GET", url: url, headers: headers)
         r.allowedSchemes = ["http", "https"]
         r.receiveBufferBytes = 64 * 1024      // bulk: fewer reads and callbacks per megabyte
@@ -110,9 +110,9 @@ struct VideoContentHooks: UpstreamHooks {
 
     mutating func onHead(_ head: UpstreamResponseHead) -> HeadDecision {
         var h = HTTPHeaders()
-        for (name, value) in head.headers {
-            guard let lower = Self.forwardedFields.first(where: { asciiCaseInsensitiveEquals($0, name) }) else { continue }
-            h.add(lower, value)
+        for f in head.headers {
+            guard let lower = Self.forwardedFields.first(where: { asciiCaseInsensitiveEquals($0, f.name) }) else { continue }
+            h.add(lower, f.value)
         }
         if !h.contains("accept-ranges") { h.add("accept-ranges", "bytes") }
         switch head.status {
@@ -165,7 +165,7 @@ struct ImageFetchHooks: UpstreamHooks {
     private var status = 0
 
     init(url: String, settings: GatewayConfig.VideoSettings) {
-        var r = UpstreamRequest(method: "GET", url: url, headers: [("accept", "image/*")])
+        var r = UpstreamRequest(method: "GET", url: url, headers: ["accept": "image/*"])
         r.refusePrivateAddresses = true
         r.addressAllowList = settings.imageFetch.allowPrivate
         r.allowedSchemes = settings.imageFetch.allowHTTP ? ["http", "https"] : ["https"]

@@ -37,10 +37,10 @@ enum VideoPolling {
         }
     }
 
-    /// The claimed poll: the upstream's answer, written to the store when it changed anything and
-    /// handed to every waiter. Progress is handed on at once (its write not awaited); a video's
-    /// end only once the store has it, so whoever hears "completed" finds it there on every
-    /// replica (its content, a character cut from it).
+    /// The claimed poll: the upstream's answer, written to the store when it changed anything,
+    /// then handed to every waiter. The write is awaited: once a caller has seen a state, every
+    /// replica's next read of the store sees it too (a video seen completed on one replica
+    /// downloads on another). A failed write is logged and the answer still goes out.
     private static func fetchState(_ ctx: LoopContext, _ g: Gateway, _ record: VideoRecord, requestID: String, start: VideoPollStarter) {
         let now = Int(time(nil))
         start(VideoPollHooks(ctx.snapshot, requestID: requestID, record: record, now: now)) { result in
@@ -50,10 +50,7 @@ enum VideoPolling {
                 var compared = updated
                 compared.updatedAt = record.updatedAt
                 if compared != record {
-                    if object.status.isFinal {
-                        return recordState(ctx, g, was: record, updated) { complete(ctx, g, record.id, result, cache: true) }
-                    }
-                    recordState(ctx, g, was: record, updated) {}
+                    return recordState(ctx, g, was: record, updated) { complete(ctx, g, record.id, result, cache: true) }
                 }
             }
             complete(ctx, g, record.id, result, cache: true)

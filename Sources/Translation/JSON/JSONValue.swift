@@ -44,7 +44,7 @@ public enum JSONValue: Sendable, Equatable {
         switch self {
         case .number(let n): return Double(n).flatMap { $0.isFinite ? $0 : nil }
         case .string(let s):
-            let t = s.trimmingASCIISpaces()
+            let t = s.trimmingASCIIWhitespace()
             guard !t.isEmpty, t.utf8.count <= 64, let d = Double(t), d.isFinite else { return nil }
             return d
         default: return nil
@@ -58,7 +58,7 @@ public enum JSONValue: Sendable, Equatable {
         case .number(let n):
             if let i = Int(n) { return i }
         case .string(let s):
-            if let i = Int(s.trimmingASCIISpaces()) { return i }
+            if let i = Int(s.trimmingASCIIWhitespace()) { return i }
         default:
             return nil
         }
@@ -101,8 +101,9 @@ extension Int {
 }
 
 extension StringProtocol {
-    /// Trims spaces, tabs, CR and LF (ASCII only, no Foundation needed).
-    func trimmingASCIISpaces() -> String {
+    /// Trims spaces, tabs, CR and LF (ASCII only, no Foundation needed). Not HTTPWire's
+    /// `trimmingASCIISpaces`, which trims a field's optional whitespace (SP, HTAB) only.
+    func trimmingASCIIWhitespace() -> String {
         let u = Array(utf8)
         var lo = 0, hi = u.count
         while lo < hi, isASCIISpace(u[lo]) { lo += 1 }

@@ -34,7 +34,8 @@ final class VeilHarness: @unchecked Sendable {
          storeYAML: [String] = [],
          videosYAML: [String] = [],
          pollCacheMillis: Int = 1000,
-         backend: (any StoreBackend)? = nil) throws {
+         backend: (any StoreBackend)? = nil,
+         backendThreads: Int = 1) throws {
         self.upstreamKey = upstreamKey
         var sc = SandboxConfig(apiKey: upstreamKey)
         sc.videoPollsToComplete = 2
@@ -81,7 +82,7 @@ final class VeilHarness: @unchecked Sendable {
         let config = try ConfigLoader.load(yaml: yaml, environment: [:])
         let sink = lines
         let log = GatewayLog(upstreamKey: upstreamKey, accessLog: true, sink: { line in sink.append(line) })
-        runtime = try VeilRuntime(config: config, log: log, backend: backend)
+        runtime = try VeilRuntime(config: config, log: log, backend: backend, backendThreads: backendThreads)
         port = try runtime.start()
     }
 
