@@ -133,9 +133,9 @@ public final class VeilRuntime: @unchecked Sendable {
                 stoppedLoops.add(1, ordering: .relaxed)
             }
         }
+        gateway.startPush()         // before the first request: a video created then is watched on its loop
         server.start()
         if let first = gateway.contexts.first { first.loop.execute { [self] in scheduleHeartbeat(first) } }
-        gateway.startPush()
         return server.port
     }
 
