@@ -438,3 +438,47 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(veil.waitExit(10) == 0)
     }
 }
+
+@Suite(.serialized) struct WebhookIsolationTests {
+    /// One team's endpoint hangs: its attempts wait for their timeout, at most
+    /// `max_concurrent_per_endpoint` at a time, while another team's events go out at once.
+    @Test func aDeadEndpointNeverDelaysAnotherTeam() throws {
+        let dead = try SilentEndpoint()
+        dead.start()
+        defer { dead.stop() }
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let teams = """
+        teams:
+          - name: web
+            tokens_sha256: ["\(sha256Hex(VeilHarness.teamTokens["web"]!))"]
+            webhook:
+              url: "\(dead.url)"
+              secret: "\(pushSecret)"
+          - name: mobile
+            tokens_sha256: ["\(sha256Hex(VeilHarness.teamTokens["mobile"]!))"]
+            webhook:
+              url: "\(hooks.url)"
+              secret: "\(pushSecret)"
+        """
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(extra: ["max_concurrent_per_endpoint: 2"]).replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 4000"),
+                                teamsYAML: teams, videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        for i in 0..<6 { _ = try createVideo(h, prompt: "web video \(i)") }
+        #expect(waitUntil(10) { deliveries(h).filter { $0.team == "web" }.count == 6 }, "six events for the dead endpoint")
+        #expect(waitUntil(3) { dead.accepted == 2 })
+        let t0 = RawHTTPClient.nowMillis()
+        let mobile = try createVideo(h, prompt: "mobile video", team: "mobile")
+        #expect(waitUntil(3) { hooks.received.count == 1 }, "the other team's webhook went out while the dead endpoint's attempts hung")
+        #expect(RawHTTPClient.nowMillis() - t0 < 3_000)
+        #expect((jsonOf(hooks.received.first?.text ?? "")["data"] as? [String: Any])?["id"] as? String == mobile)
+        #expect(dead.accepted == 2, "never more than max_concurrent_per_endpoint attempts at the dead endpoint at once")
+        #expect(metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) == 0)
+        // Their timeout (4 s) ends the first two attempts; the next two go.
+        #expect(waitUntil(8) { (metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) ?? 0) >= 2 })
+        #expect(waitUntil(3) { dead.accepted >= 4 })
+        let web = deliveries(h).filter { $0.team == "web" && $0.attempts > 0 }
+        #expect(web.allSatisfy { $0.status == .pending && ($0.lastError ?? "").contains("timeout") }, "\(web.map { $0.lastError ?? "" })")
+    }
+}

@@ -178,3 +178,55 @@ func pushWebhooksYAML(backoffInitialMillis: Int = 100, allowPrivate: Bool = true
       "  poll_ms: 100", "  timeout_ms: 3000"]
      + (allowPrivate ? ["  allow_private: [\"127.0.0.1\"]"] : []) + extra.map { "  " + $0 }).joined(separator: "\n")
 }
+
+/// An endpoint that accepts connections and never answers (a receiver hung or dead behind a
+/// load balancer): every attempt to it runs into `webhooks.timeout_ms`.
+final class SilentEndpoint: @unchecked Sendable {
+    private let fd: Int32
+    let port: UInt16
+    private let state = Mutex<(accepted: [Int32], stopped: Bool)>(([], false))
+    private var thread: Thread?
+
+    init() throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(sock, 64) == 0 else { throw RawHTTPError.connectFailed(errno) }
+        var out = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &out) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(sock, $0, &len) } }
+        port = UInt16(bigEndian: out.sin_port)
+        fd = sock
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                let stop = state.withLock { s -> Bool in
+                    if !s.stopped { s.accepted.append(c) }
+                    return s.stopped
+                }
+                if stop { Glibc.close(c); return }
+            }
+        }
+        thread = t
+        t.start()
+    }
+
+    var url: String { "http://127.0.0.1:\(port)/hooks" }
+    var accepted: Int { state.withLock { $0.accepted.count } }
+
+    func stop() {
+        let fds = state.withLock { s -> [Int32] in s.stopped = true; return s.accepted }
+        for c in fds { Glibc.close(c) }
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+    }
+}
