@@ -82,6 +82,6 @@ let package = Package(
         .target(name: "PostgresTestSupport", dependencies: ["Store"], path: "Tests/PostgresTestSupport"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "PostgresTestSupport"]),
         .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "Upstream", "Reactor", "HTTPWire", "CNGHTTP2"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate", "PostgresTestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Gateway", "Sandbox", "Reactor", "HTTPServer", "HTTPWire", "Store", "Translation", "Inflate", "PostgresTestSupport", "COpenSSL"]),
     ]
 )

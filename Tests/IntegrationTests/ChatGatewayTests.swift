@@ -158,4 +158,21 @@ import Testing
         #expect(h.activeTransfers == 0)
         #expect(h.accessLog.contains { $0.contains("client_closed") })
     }
+
+    /// With `VEIL_TEST_UPSTREAM_TLS=1` (scripts/test's second pass) these suites must really reach
+    /// the upstream through TLS, verified against the test CA; without it, over plain HTTP.
+    @Test func theUpstreamIsReachedOverTheTransportAskedFor() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let r = try h.post("/v1/chat/completions", json: #"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+        #expect(r.status == 200)
+        if TLSFront.enabled {
+            let front = try #require(h.tlsFront, "VEIL_TEST_UPSTREAM_TLS=1 but no TLS front")
+            #expect(h.runtime.config.upstream.baseURL.hasPrefix("https://localhost:"))
+            #expect(front.handshakes.load(ordering: .relaxed) >= 1)
+        } else {
+            #expect(h.tlsFront == nil)
+            #expect(h.runtime.config.upstream.baseURL.hasPrefix("http://127.0.0.1:"))
+        }
+    }
 }

@@ -151,7 +151,9 @@ import Testing
         // Veil's upstream URL is its own: neither the absolute-form authority nor Host reach it.
         let seen = h.sandbox.requests()
         #expect(seen.map(\.path) == ["/v1/models"])
-        #expect(seen.first?.header("host")?.hasPrefix("127.0.0.1") == true)
+        // The configured upstream's authority (localhost:… behind the TLS front), never the caller's.
+        let upstreamHost = h.tlsFront.map { "localhost:\($0.port)" } ?? "127.0.0.1:\(h.sandboxPort)"
+        #expect(seen.first?.header("host") == upstreamHost)
     }
 
     // MARK: paths and ids
@@ -195,5 +197,35 @@ import Testing
         for r in h.sandbox.requests() {
             #expect(r.header("x-injected") == nil)
         }
+    }
+
+    /// Character ids: the same hostile forms on every route that takes one. Character ids never
+    /// reach an upstream path (the upstream is asked only for its whole list), so the stand-in
+    /// must see nothing but the list, and nothing injected.
+    @Test func hostileCharacterIdsAreRefusedAndReachNoUpstreamPath() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let hostile = [
+            "char_1/..", "char_1/../../models", "..%2f..%2fmodels", "%2e%2e", "char_1%2f..%2f..%2fv1%2fmodels",
+            "char_..", "char_.", "char_1;x=1", "char_1%3Bx", "char_1%3Fa=b", "char_1%23frag", "char_1#frag",
+            "char_1%0d%0aX-Injected:%201", "char_1%0aHost:evil", "char_%E2%80%AE1", "char_1%00",
+            "char_" + String(repeating: "9", count: 65), String(repeating: "a", count: 5000), "char_", "char_1%20",
+            "CHAR_1", "char_-..-", "./char_1", "char_1/.", "%63har_1", "video_4000",
+        ]
+        var bad: [String] = []
+        for id in hostile {
+            for (method, path) in [("GET", "/v1/characters/\(id)"), ("DELETE", "/v1/characters/\(id)"), ("GET", "/v1/videos/characters/\(id)")] {
+                let r = try RawHTTPClient.request(port: h.port, method: method, path: path, headers: h.auth())
+                if ![400, 404, 405].contains(r.status) { bad.append("\(method) \(path) → \(r.status)") }
+            }
+        }
+        for q in ["after=..%2f..", "after=char_1%27%20OR%201=1", "limit=-1", "limit=1e9", "order=desc%0d%0a"] {
+            let r = try h.get("/v1/characters?\(q)")
+            if r.status != 400 { bad.append("list ?\(q) → \(r.status)") }
+        }
+        #expect(bad.isEmpty, "\(bad.joined(separator: "\n"))")
+        let paths = h.sandbox.requests().map(\.target)
+        #expect(paths.allSatisfy { $0 == "/v1/characters" }, "\(paths)")
+        for r in h.sandbox.requests() { #expect(r.header("x-injected") == nil) }
     }
 }

@@ -15,6 +15,8 @@ final class VeilHarness: @unchecked Sendable {
     let port: UInt16
     let sandboxPort: UInt16
     let storePath: String
+    /// The TLS front before the upstream, when the suite runs over TLS (`VEIL_TEST_UPSTREAM_TLS=1`).
+    private(set) var tlsFront: TLSFront?
     private let lines = LineSink()
 
     /// The access log lines written so far (the test's own sink).
@@ -56,12 +58,23 @@ final class VeilHarness: @unchecked Sendable {
             tokens_sha256: ["\(sha256Hex(VeilHarness.teamTokens["limited"]!))"]
             models: ["gpt-4o-mini"]
         """
+        // VEIL_TEST_UPSTREAM_TLS=1: the upstream (the stand-in, or the test's own) behind a TLS front.
+        var upstreamURL = upstreamBaseURL ?? sandbox.baseURL
+        var tlsYAML = ""
+        if TLSFront.enabled, let target = upstreamURL.split(separator: ":").last.flatMap({ UInt16($0) }),
+           upstreamURL.hasPrefix("http://127.0.0.1:") {
+            let front = try TLSFront(targetPort: target)
+            tlsFront = front
+            upstreamURL = front.baseURL
+            tlsYAML = "  ca_file: \"\(front.caFile)\""
+        }
         let yaml = """
         listen: "127.0.0.1:0"
         workers: \(workers)
         upstream:
-          base_url: "\(upstreamBaseURL ?? sandbox.baseURL)"
+          base_url: "\(upstreamURL)"
           api_key: "\(upstreamKey)"
+        \(tlsYAML)
           connect_timeout_ms: 2000
           request_timeout_ms: 20000
           stall_timeout_ms: \(stallTimeoutMillis)
@@ -100,6 +113,7 @@ final class VeilHarness: @unchecked Sendable {
 
     func stop() {
         runtime.stop()
+        tlsFront?.stop()
         sandbox.stop()
     }
 
