@@ -11,3 +11,12 @@ static inline void veil_sha256(const void *data, size_t count, unsigned char out
     SHA256_Update(&c, data, count);
     SHA256_Final(out, &c);
 }
+
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+
+/// HMAC-SHA256 (webhook signatures). Returns 1 on success.
+static inline int veil_hmac_sha256(const void *key, size_t keyCount, const void *data, size_t count, unsigned char out[32]) {
+    unsigned int n = 32;
+    return HMAC(EVP_sha256(), key, (int)keyCount, (const unsigned char *)data, count, out, &n) != NULL && n == 32;
+}

@@ -20,6 +20,10 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
     /// This process among the replicas sharing the store (heartbeats, claims' holders).
     public let replicaID: String
     let polls = PollCoalescer()
+    /// Polls unfinished videos by itself and tells their event streams (issue 16).
+    let watcher = VideoWatcher()
+    /// Sends the teams' webhooks from the store's outbox (issue 16).
+    let deliverer = WebhookDeliverer()
     public let metrics = GatewayMetrics()
     let routes = Gateway.routeTable
     /// When "store unavailable" was last logged (monotonic ms): once a second is enough in an outage.
@@ -30,6 +34,24 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         self.log = log
         self.store = store
         self.replicaID = replicaID
+        watcher.gateway = self
+        deliverer.gateway = self
+        metrics.videosWatched = { [watcher] in watcher.count }
+    }
+
+    /// Starts pushing (once the loops run): the watcher takes up the store's unfinished videos,
+    /// the deliverer what the outbox holds.
+    public func startPush() {
+        guard let first = contexts.first else { return }
+        watcher.start()
+        deliverer.start(on: first)
+    }
+
+    /// Shutting down: event streams end (their clients reconnect elsewhere), no new polls, no new
+    /// webhook attempt (pending ones stay in the outbox for the next run or another replica).
+    public func beginDrain() {
+        watcher.drain()
+        deliverer.stop()
     }
 
     /// `host-pid-random`: unique among replicas, readable in the `replicas` table.
@@ -71,6 +93,7 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         Route("GET", "/v1/videos/{id}", VideoRoutes.retrieve),
         Route("DELETE", "/v1/videos/{id}", VideoRoutes.delete),
         Route("GET", "/v1/videos/{id}/content", VideoRoutes.content),
+        Route("GET", "/v1/videos/{id}/events", queryToken: true, VideoEventRoutes.events),
         // The SDK has these; the upstream can't: 4xx, never a 5xx the SDKs would retry.
         Route("POST", "/v1/videos/{id}/remix", body: .answeredAtHead, VideoRoutes.unsupported("Remixing")),
         Route("POST", "/v1/videos/edits", body: .answeredAtHead, VideoRoutes.unsupported("Editing a video")),
@@ -97,7 +120,17 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
         var needsTeam = underV1
         if case .found(let r, _) = match { needsTeam = r.access == .team }
         if needsTeam {
-            switch Gateway.authenticate(head.headers["authorization"], x.snapshot, ctx.verifiedTokens) {
+            var authorization = head.headers["authorization"]
+            if authorization == nil, case .found(let r, _) = match, r.acceptsQueryToken, let token = QueryString.parse(head.query)["token"] {
+                // Never logged: the access log and every message carry the path without its query.
+                guard x.snapshot.config.cors.allowQueryToken else {
+                    x.fail(APIError(401, "A token in the query is not accepted (config `cors.allow_query_token` is off); send `Authorization: Bearer <token>`.",
+                                    code: "query_token_not_allowed"))
+                    return .answered
+                }
+                authorization = "Bearer " + token
+            }
+            switch Gateway.authenticate(authorization, x.snapshot, ctx.verifiedTokens) {
             case .team(let i): x.teamIndex = i
             case .expired: x.fail(.tokenExpired); return .answered
             case .missing, .invalid: x.fail(.unauthorized); return .answered

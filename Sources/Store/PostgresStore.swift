@@ -504,6 +504,28 @@ public enum PostgresSchema {
             seen_ms BIGINT NOT NULL
         );
         """,
+        // 2: the webhook outbox (`WebhookStore`), written with the video state change it reports.
+        """
+        CREATE TABLE webhook_events (
+            id               TEXT COLLATE "C" PRIMARY KEY,
+            team             TEXT COLLATE "C" NOT NULL,
+            type             TEXT NOT NULL,
+            video_id         TEXT NOT NULL,
+            payload          TEXT NOT NULL,
+            created_at       BIGINT NOT NULL,
+            retry_from       BIGINT NOT NULL,
+            status           TEXT NOT NULL,
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms  BIGINT NOT NULL,
+            claimed_by       TEXT,
+            claimed_until_ms BIGINT,
+            last_status      INTEGER,
+            last_error       TEXT,
+            delivered_at     BIGINT
+        );
+        CREATE INDEX webhook_events_due ON webhook_events (next_attempt_ms) WHERE status = 'pending';
+        CREATE INDEX webhook_events_status ON webhook_events (status, created_at);
+        """,
     ]
 
     /// The schema version this build needs.

@@ -164,6 +164,28 @@ public final class SQLiteStore: StoreBackend, Sendable {
             seen_ms INTEGER NOT NULL
         );
         """,
+        // 3: the webhook outbox (`WebhookStore`), written with the video state change it reports.
+        """
+        CREATE TABLE webhook_events (
+            id               TEXT PRIMARY KEY NOT NULL,
+            team             TEXT NOT NULL,
+            type             TEXT NOT NULL,
+            video_id         TEXT NOT NULL,
+            payload          TEXT NOT NULL,
+            created_at       INTEGER NOT NULL,  -- unix seconds
+            retry_from       INTEGER NOT NULL,  -- unix seconds: retries are counted from here
+            status           TEXT NOT NULL,     -- pending | delivered | failed
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms  INTEGER NOT NULL,  -- store clock
+            claimed_by       TEXT,
+            claimed_until_ms INTEGER,
+            last_status      INTEGER,
+            last_error       TEXT,
+            delivered_at     INTEGER
+        );
+        CREATE INDEX webhook_events_due ON webhook_events(next_attempt_ms) WHERE status = 'pending';
+        CREATE INDEX webhook_events_status ON webhook_events(status, created_at);
+        """,
     ]
 
     /// The schema version this build creates.

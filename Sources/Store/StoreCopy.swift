@@ -4,7 +4,7 @@ import Glibc
 
 /// `veil store copy`: a one-box deployment's SQLite file into a PostgreSQL database, so replicas
 /// can take over. Videos and characters (deleted ones included: they still count for quotas and
-/// work as cursors) and the whole usage log are copied in one transaction, in batches (`COPY`),
+/// work as cursors), the whole usage log and the webhook outbox are copied in one transaction, in batches (`COPY`),
 /// so a failure leaves the target as it was. The target must hold no Veil data yet. What is only
 /// coordination (reservations, claims, heartbeats) is not copied: it expires by itself.
 ///
@@ -14,8 +14,10 @@ public enum StoreCopy {
         public var videos = 0
         public var characters = 0
         public var usage = 0
-        public init(videos: Int = 0, characters: Int = 0, usage: Int = 0) {
-            self.videos = videos; self.characters = characters; self.usage = usage
+        /// The webhook outbox (pending, failed and delivered events; claims are not copied).
+        public var webhookEvents = 0
+        public init(videos: Int = 0, characters: Int = 0, usage: Int = 0, webhookEvents: Int = 0) {
+            self.videos = videos; self.characters = characters; self.usage = usage; self.webhookEvents = webhookEvents
         }
     }
 
@@ -47,6 +49,12 @@ public enum StoreCopy {
         "completion_tokens", "total_tokens", "request_id",
     ], kinds: [.int, .text, .text, .text, .int, .int, .int, .int, .int, .int, .int, .text])
 
+    /// Schema 3 and later (the outbox).
+    static let webhookEvents = Table(name: "webhook_events", columns: [
+        "id", "team", "type", "video_id", "payload", "created_at", "retry_from", "status", "attempts", "next_attempt_ms",
+        "last_status", "last_error", "delivered_at",
+    ], kinds: [.text, .text, .text, .text, .text, .int, .int, .text, .int, .int, .int, .text, .int])
+
     /// Copies `sqlitePath` into the database at `url` (migrated first). `progress` hears each table's count.
     @discardableResult
     public static func run(from sqlitePath: String, to url: String, progress: (String, Int) -> Void = { _, _ in }) throws -> Counts {
@@ -69,7 +77,7 @@ public enum StoreCopy {
         }
         defer { target.close() }
         do {
-            let existing = try target.query("SELECT (SELECT count(*) FROM videos) + (SELECT count(*) FROM characters) + (SELECT count(*) FROM usage)",
+            let existing = try target.query("SELECT (SELECT count(*) FROM videos) + (SELECT count(*) FROM characters) + (SELECT count(*) FROM usage) + (SELECT count(*) FROM webhook_events)",
                                             deadline: deadline).first?[0] ?? nil
             guard existing == "0" else {
                 throw StoreError.sql("the target database already holds Veil data (\(existing ?? "?") rows); copy into an empty one")
@@ -82,6 +90,10 @@ public enum StoreCopy {
                 progress("characters", counts.characters)
                 counts.usage = try copy(usage, from: source, to: target, deadline: deadline)
                 progress("usage", counts.usage)
+                if version >= 3 {
+                    counts.webhookEvents = try copy(webhookEvents, from: source, to: target, deadline: deadline)
+                    progress("webhook_events", counts.webhookEvents)
+                }
                 return counts
             }
         } catch let e as PostgresError {

@@ -5,7 +5,7 @@ import Synchronization
 
 /// Everything the gateway keeps, as one blocking backend (`SQLiteStore` or `PostgresStore`). A
 /// backend's calls may block (disk, network): they run only on store threads, through `StoreExecutor`.
-public typealias StoreBackend = VideoStore & CharacterStore & UsageStore & CoordinationStore
+public typealias StoreBackend = VideoStore & CharacterStore & UsageStore & CoordinationStore & VideoWatchStore & WebhookStore
 
 /// Where a store call's completion is delivered: the event loop that asked (`EventLoop` conforms
 /// in the gateway). `deliver` is called from a store thread and must be thread-safe.

@@ -59,7 +59,7 @@ struct StoreCopyCommand: ParsableCommand {
         guard fileExists(from) else { fail("--from `\(from)` does not exist") }
         do {
             let counts = try StoreCopy.run(from: from, to: to) { table, n in print("copied \(n) \(table) row(s)") }
-            print("done: \(counts.videos) video(s), \(counts.characters) character(s), \(counts.usage) usage record(s) into \(StoreURL.redacted(to))")
+            print("done: \(counts.videos) video(s), \(counts.characters) character(s), \(counts.usage) usage record(s), \(counts.webhookEvents) webhook event(s) into \(StoreURL.redacted(to))")
         } catch { fail("\(error)") }
     }
 }

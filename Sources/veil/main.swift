@@ -9,6 +9,7 @@ struct Veil: ParsableCommand {
         abstract: "A small, fast gateway in front of a quirky OpenAI-style reseller: hides the key, cleans the schema, keeps teams apart.",
         version: VeilVersion.current,
         subcommands: [Serve.self, CheckConfig.self, Migrate.self, StoreCommand.self, Teams.self, TokenCommand.self, HashToken.self, Usage.self,
+                      WebhooksCommand.self,
                       Healthcheck.self],
         defaultSubcommand: Serve.self)
 }

@@ -11,7 +11,8 @@ import Testing
     final class SlowStore: StoreBackend, @unchecked Sendable {
         let inner: SQLiteStore
         let delayMillis: Int
-        /// How long each `updateVideo` takes (a write stalled behind a lock).
+        /// How long each write of a video's state takes (`updateVideo`, `recordVideoState`: a
+        /// write stalled behind a lock).
         let updateDelayMillis: Int
         let slowCalls = Atomic<Int>(0)
         init(delayMillis: Int, updateDelayMillis: Int = 0) throws {
@@ -54,6 +55,26 @@ import Testing
         func releaseCharacterName(_ name: String, holder: String) throws { try inner.releaseCharacterName(name, holder: holder) }
         func heartbeat(replica: String, ttlMillis: Int) throws -> [String] { try inner.heartbeat(replica: replica, ttlMillis: ttlMillis) }
         func leave(replica: String) throws { try inner.leave(replica: replica) }
+        func recordVideoState(_ v: VideoRecord, event: WebhookDelivery?) throws -> Bool {
+            if updateDelayMillis > 0 { usleep(UInt32(updateDelayMillis * 1000)) }
+            return try inner.recordVideoState(v, event: event)
+        }
+        func unfinishedVideos(createdSince: Int, notPolledForMillis: Int, limit: Int) throws -> [VideoRecord] {
+            try inner.unfinishedVideos(createdSince: createdSince, notPolledForMillis: notPolledForMillis, limit: limit)
+        }
+        func claimWebhookDeliveries(holder: String, limit: Int, perTeam: Int, skipTeams: [String], leaseMillis: Int) throws -> [WebhookDelivery] {
+            try inner.claimWebhookDeliveries(holder: holder, limit: limit, perTeam: perTeam, skipTeams: skipTeams, leaseMillis: leaseMillis)
+        }
+        func settleWebhookDelivery(id: String, holder: String, _ outcome: WebhookAttemptOutcome) throws {
+            try inner.settleWebhookDelivery(id: id, holder: holder, outcome)
+        }
+        func releaseWebhookClaims(holder: String) throws { try inner.releaseWebhookClaims(holder: holder) }
+        func webhookDeliveries(status: WebhookDeliveryStatus?, limit: Int) throws -> [WebhookDelivery] {
+            try inner.webhookDeliveries(status: status, limit: limit)
+        }
+        func replayWebhookDelivery(id: String, now: Int) throws -> Bool { try inner.replayWebhookDelivery(id: id, now: now) }
+        func webhookOutboxCounts() throws -> WebhookOutboxCounts { try inner.webhookOutboxCounts() }
+        func pruneWebhookDeliveries(deliveredBefore: Int) throws -> Int { try inner.pruneWebhookDeliveries(deliveredBefore: deliveredBefore) }
     }
 
     @Test func aSlowStoreDelaysNoOtherConnectionOnItsLoop() throws {

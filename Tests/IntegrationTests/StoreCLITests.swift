@@ -60,18 +60,26 @@ import Testing
                 try s.recordUsage(UsageRecord(time: 1_700_000_000 + i, team: i % 2 == 0 ? "web" : "mobile", endpoint: "GET /v1/models",
                                               status: 200, requestID: "req_\(i)"))
             }
+            // A video whose end is waiting in the webhook outbox (issue 16): the outbox moves too.
+            let pending = VideoRecord(id: "video_3", upstreamID: "3", team: "web", model: "sora-2", prompt: "p", createdAt: 1_700_000_002)
+            try s.insertVideo(pending)
+            var done = pending
+            done.status = "completed"
+            #expect(try s.recordVideoState(done, event: WebhookDelivery(id: "evt_copied", team: "web", type: "video.completed",
+                                                                         videoID: "video_3", payload: "{}", createdAt: 1_700_000_003)))
             s.close()
         }
         let url = try PostgresCluster.shared().createDatabase()
         let (rc, out) = try VeilProcess.run(["store", "copy", "--from", path, "--to", url])
-        #expect(rc == 0 && out.contains("done: 2 video(s), 1 character(s), 2500 usage record(s)"), "\(out)")
+        #expect(rc == 0 && out.contains("done: 3 video(s), 1 character(s), 2500 usage record(s), 1 webhook event(s)"), "\(out)")
 
         let pg = try PostgresStore(settings: PostgresSettings(url: url))
         defer { pg.close() }
         let v = try pg.video(id: "video_1", team: "web")
         #expect(v?.prompt == "tab\there\nand a \\ backslash" && v?.completedAt == 1_700_000_100 && v?.videoURL == "https://cdn/1.mp4")
         #expect(try pg.video(id: "video_2", team: "web") == nil, "deleted stays deleted")
-        #expect(try pg.countVideos(team: "web", since: 0) == 2, "…and still counts for the quota")
+        #expect(try pg.countVideos(team: "web", since: 0) == 3, "…and still counts for the quota")
+        #expect(try pg.webhookDeliveries(status: .pending, limit: 10).map(\.id) == ["evt_copied"])
         #expect(try pg.characterByName("émile")?.end == 3.25)
         #expect(try pg.usageSummary(team: nil, since: 0).map(\.requests) == [1_250, 1_250])
 

@@ -27,7 +27,8 @@ public enum ConfigLoader {
         let r = Reader(environment: environment)
         var c = GatewayConfig()
         let top = try r.mapping(doc, "", allowed: ["listen", "workers", "upstream", "limits", "store", "videos", "characters",
-                                                   "teams", "log", "cors", "metrics", "shutdown_grace_ms", "trusted_proxies"])
+                                                   "teams", "log", "cors", "metrics", "shutdown_grace_ms", "trusted_proxies",
+                                                   "webhooks"])
         c.listen = try r.string(top, "listen") ?? c.listen
         c.workers = try r.int(top, "workers", min: 0, max: 256) ?? c.workers
         c.shutdownGraceMillis = try r.int(top, "shutdown_grace_ms", min: 0, max: 3_600_000) ?? c.shutdownGraceMillis
@@ -92,7 +93,8 @@ public enum ConfigLoader {
         }
         if let v = try r.section(top, "videos", allowed: ["models", "sizes", "seconds", "default_model", "default_size", "default_seconds",
                                                            "max_prompt_chars", "max_image_bytes", "poll_cache_ms", "poll_after_ms", "image_fetch",
-                                                           "in_flight_max_age_s"]) {
+                                                           "in_flight_max_age_s", "watch", "watch_max_s", "watch_max_interval_ms",
+                                                           "watch_max_videos", "events_heartbeat_ms"]) {
             c.videos.models = try r.strings(v, "videos.models") ?? c.videos.models
             c.videos.sizes = try r.strings(v, "videos.sizes") ?? c.videos.sizes
             c.videos.seconds = try r.strings(v, "videos.seconds") ?? c.videos.seconds
@@ -104,6 +106,11 @@ public enum ConfigLoader {
             c.videos.pollCacheMillis = try r.int(v, "videos.poll_cache_ms", min: 0, max: 600_000) ?? c.videos.pollCacheMillis
             c.videos.pollAfterMillis = try r.int(v, "videos.poll_after_ms", min: 0, max: 600_000) ?? c.videos.pollAfterMillis
             c.videos.inFlightMaxAgeSeconds = try r.int(v, "videos.in_flight_max_age_s", min: 60, max: 7 * 86_400) ?? c.videos.inFlightMaxAgeSeconds
+            c.videos.watch = try r.bool(v, "videos.watch") ?? c.videos.watch
+            c.videos.watchMaxSeconds = try r.int(v, "videos.watch_max_s", min: 60, max: 7 * 86_400) ?? c.videos.watchMaxSeconds
+            c.videos.watchMaxIntervalMillis = try r.int(v, "videos.watch_max_interval_ms", min: 100, max: 3_600_000) ?? c.videos.watchMaxIntervalMillis
+            c.videos.watchMaxVideos = try r.int(v, "videos.watch_max_videos", min: 1, max: 10_000_000) ?? c.videos.watchMaxVideos
+            c.videos.eventsHeartbeatMillis = try r.int(v, "videos.events_heartbeat_ms", min: 100, max: 600_000) ?? c.videos.eventsHeartbeatMillis
             if let f = try r.section(v, "image_fetch", allowed: ["allow_http", "allow_private", "timeout_ms"], prefix: "videos.") {
                 c.videos.imageFetch.allowHTTP = try r.bool(f, "videos.image_fetch.allow_http") ?? false
                 c.videos.imageFetch.allowPrivate = try r.strings(f, "videos.image_fetch.allow_private") ?? []
@@ -135,9 +142,10 @@ public enum ConfigLoader {
                 c.log.format = format
             }
         }
-        if let co = try r.section(top, "cors", allowed: ["allowed_origins", "max_age_seconds"]) {
+        if let co = try r.section(top, "cors", allowed: ["allowed_origins", "max_age_seconds", "allow_query_token"]) {
             c.cors.allowedOrigins = try r.strings(co, "cors.allowed_origins") ?? []
             c.cors.maxAgeSeconds = try r.int(co, "cors.max_age_seconds", min: 0, max: 86_400) ?? c.cors.maxAgeSeconds
+            c.cors.allowQueryToken = try r.bool(co, "cors.allow_query_token") ?? c.cors.allowQueryToken
             for o in c.cors.allowedOrigins where o != "*" && !(o.hasPrefix("http://") || o.hasPrefix("https://")) {
                 throw ConfigError("cors.allowed_origins", "`\(o)` is not an origin (scheme://host[:port]) nor `*`")
             }
@@ -145,6 +153,21 @@ public enum ConfigLoader {
         if let m = try r.section(top, "metrics", allowed: ["enabled", "token_sha256"]) {
             c.metrics.enabled = try r.bool(m, "metrics.enabled") ?? c.metrics.enabled
             if let t = try r.string(m, "metrics.token_sha256") { c.metrics.tokenSHA256 = try r.digest(t, "metrics.token_sha256") }
+        }
+        if let w = try r.section(top, "webhooks", allowed: ["allow_http", "allow_private", "timeout_ms", "retry_for_s", "backoff_initial_ms",
+                                                             "backoff_max_ms", "max_concurrent_per_endpoint", "poll_ms", "keep_delivered_s"]) {
+            c.webhooks.allowHTTP = try r.bool(w, "webhooks.allow_http") ?? c.webhooks.allowHTTP
+            c.webhooks.allowPrivate = try r.strings(w, "webhooks.allow_private") ?? c.webhooks.allowPrivate
+            c.webhooks.timeoutMillis = try r.int(w, "webhooks.timeout_ms", min: 100, max: 600_000) ?? c.webhooks.timeoutMillis
+            c.webhooks.retryForSeconds = try r.int(w, "webhooks.retry_for_s", min: 0, max: 30 * 86_400) ?? c.webhooks.retryForSeconds
+            c.webhooks.backoffInitialMillis = try r.int(w, "webhooks.backoff_initial_ms", min: 10, max: 86_400_000) ?? c.webhooks.backoffInitialMillis
+            c.webhooks.backoffMaxMillis = try r.int(w, "webhooks.backoff_max_ms", min: 10, max: 86_400_000) ?? c.webhooks.backoffMaxMillis
+            c.webhooks.maxConcurrentPerEndpoint = try r.int(w, "webhooks.max_concurrent_per_endpoint", min: 1, max: 1_000) ?? c.webhooks.maxConcurrentPerEndpoint
+            c.webhooks.pollMillis = try r.int(w, "webhooks.poll_ms", min: 10, max: 600_000) ?? c.webhooks.pollMillis
+            c.webhooks.keepDeliveredSeconds = try r.int(w, "webhooks.keep_delivered_s", min: 0, max: 366 * 86_400) ?? c.webhooks.keepDeliveredSeconds
+            if c.webhooks.backoffMaxMillis < c.webhooks.backoffInitialMillis {
+                throw ConfigError("webhooks.backoff_max_ms", "must not be below webhooks.backoff_initial_ms (\(c.webhooks.backoffInitialMillis))")
+            }
         }
         c.teams = try r.teams(top["teams"])
         c.trustedProxies = try r.strings(top, "trusted_proxies") ?? []
@@ -190,6 +213,9 @@ public enum ConfigLoader {
         var names = Set<String>()
         var digests = Set<String>()
         for (i, t) in c.teams.enumerated() {
+            if let w = t.webhook, let problem = WebhookEndpoint.urlProblem(w.url, allowHTTP: c.webhooks.allowHTTP) {
+                throw ConfigError("teams[\(i)].webhook.url", problem)
+            }
             if !names.insert(t.name).inserted { throw ConfigError("teams[\(i)].name", "`\(t.name)` appears twice") }
             for tok in t.tokens where !digests.insert(tok.sha256).inserted {
                 throw ConfigError("teams[\(i)].tokens_sha256", "a token digest is used twice")
@@ -302,7 +328,7 @@ private struct Reader {
         for (i, item) in list.enumerated() {
             let key = "teams[\(i)]"
             let m = try mapping(item, key, allowed: ["name", "tokens_sha256", "tokens", "models", "requests_per_minute",
-                                                     "max_concurrent_streams", "max_videos_in_flight", "videos_per_day"])
+                                                     "max_concurrent_streams", "max_videos_in_flight", "videos_per_day", "webhook"])
             guard let name = try string(m, "\(key).name"), !name.isEmpty else { throw ConfigError("\(key).name", "is required") }
             guard name.utf8.count <= 64, name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 }) else {
                 throw ConfigError("\(key).name", "use letters, digits, `-`, `_`, `.` (at most 64)")
@@ -322,13 +348,25 @@ private struct Reader {
                 }
             }
             if tokens.isEmpty { throw ConfigError("\(key).tokens_sha256", "team `\(name)` has no token") }
+            var webhook: GatewayConfig.TeamWebhook?
+            if let wv = m["webhook"], !(wv is YAMLTree.Null) {
+                let wk = "\(key).webhook"
+                let wm = try mapping(wv, wk, allowed: ["url", "secret"])
+                guard let url = try string(wm, "\(wk).url"), !url.isEmpty else { throw ConfigError("\(wk).url", "is required") }
+                guard let secret = try string(wm, "\(wk).secret"), !secret.isEmpty else { throw ConfigError("\(wk).secret", "is required") }
+                guard let k = WebhookSecret.key(secret) else {
+                    throw ConfigError("\(wk).secret", "must be `whsec_` followed by the base64 of \(WebhookSecret.minKeyBytes) to \(WebhookSecret.maxKeyBytes) random bytes (as OpenAI and Standard Webhooks shape it)")
+                }
+                webhook = GatewayConfig.TeamWebhook(url: url, key: k)
+            }
             out.append(GatewayConfig.Team(
                 name: name, tokens: tokens,
                 models: try strings(m, "\(key).models"),
                 requestsPerMinute: try int(m, "\(key).requests_per_minute", min: 1, max: 10_000_000),
                 maxConcurrentStreams: try int(m, "\(key).max_concurrent_streams", min: 1, max: 10_000_000),
                 maxVideosInFlight: try int(m, "\(key).max_videos_in_flight", min: 1, max: 10_000_000),
-                videosPerDay: try int(m, "\(key).videos_per_day", min: 0, max: 10_000_000)))
+                videosPerDay: try int(m, "\(key).videos_per_day", min: 0, max: 10_000_000),
+                webhook: webhook))
         }
         return out
     }

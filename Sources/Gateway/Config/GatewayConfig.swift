@@ -17,6 +17,8 @@ public struct GatewayConfig: Sendable {
     public var log = LogSettings()
     public var cors = CORSSettings()
     public var metrics = MetricsSettings()
+    /// Signed webhook deliveries (issue 16); each team's endpoint is `teams[].webhook`.
+    public var webhooks = WebhookSettings()
     public var shutdownGraceMillis = 30_000
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed: when the peer is one of them,
     /// the client address in logs and limits comes from that header (`ClientAddress`).
@@ -110,6 +112,49 @@ public struct GatewayConfig: Sendable {
         /// creation (one nobody polls to its end must not hold it forever).
         public var inFlightMaxAgeSeconds = 3_600
         public var imageFetch = ImageFetchSettings()
+        /// Veil polls unfinished videos itself (at `pollAfterMillis`, backing off as they age)
+        /// until they finish or `watchMaxSeconds` pass: webhooks and event streams need no caller.
+        public var watch = true
+        /// A video is watched at most this long after its creation (an event stream keeps
+        /// watching it past that while someone listens).
+        public var watchMaxSeconds = 7_200
+        /// The back-off's ceiling: an old unfinished video is polled at least this often.
+        public var watchMaxIntervalMillis = 30_000
+        /// Videos watched at once by this replica (a bound on memory; more wait for the rescan).
+        public var watchMaxVideos = 10_000
+        /// `GET /v1/videos/{id}/events`: a comment line this often keeps proxies from closing it.
+        public var eventsHeartbeatMillis = 15_000
+    }
+
+    /// Delivery of the teams' webhooks (`teams[].webhook`): the address policy of image fetching
+    /// (https only, no loopback/private address unless listed, no redirects), a timeout per
+    /// attempt, exponential back-off with jitter for up to `retryForSeconds`.
+    public struct WebhookSettings: Sendable {
+        public var allowHTTP = false
+        /// Hosts, IPs or CIDRs that may be delivered to even though private/loopback.
+        public var allowPrivate: [String] = []
+        /// One attempt, connect to last byte; past it the attempt failed (and is retried).
+        public var timeoutMillis = 10_000
+        /// Retries stop this long after the event (OpenAI retries for 72 hours).
+        public var retryForSeconds = 259_200
+        /// The first retry's delay; each next one doubles, up to `backoffMaxMillis` (with jitter).
+        public var backoffInitialMillis = 5_000
+        public var backoffMaxMillis = 3_600_000
+        /// Attempts in flight per team endpoint on this replica: a slow or dead endpoint never
+        /// holds more, and never delays another team's deliveries.
+        public var maxConcurrentPerEndpoint = 4
+        /// How often this replica looks for due deliveries (new events of its own go at once).
+        public var pollMillis = 1_000
+        /// Delivered events are kept this long (`veil webhooks list`), then deleted.
+        public var keepDeliveredSeconds = 604_800
+    }
+
+    /// A team's webhook endpoint: Standard Webhooks signing, as OpenAI's own.
+    public struct TeamWebhook: Sendable {
+        public var url: String
+        /// The HMAC key: the base64 after `whsec_` in the configured secret, decoded.
+        public var key: [UInt8]
+        public init(url: String, key: [UInt8]) { self.url = url; self.key = key }
     }
 
     public struct ImageFetchSettings: Sendable {
@@ -133,6 +178,8 @@ public struct GatewayConfig: Sendable {
         public var maxConcurrentStreams: Int?
         public var maxVideosInFlight: Int?
         public var videosPerDay: Int?
+        /// Where the team's `video.completed` / `video.failed` events go (nil: nowhere).
+        public var webhook: TeamWebhook?
     }
 
     public struct TeamToken: Sendable {
@@ -157,6 +204,9 @@ public struct GatewayConfig: Sendable {
     public struct CORSSettings: Sendable {
         public var allowedOrigins: [String] = []
         public var maxAgeSeconds = 600
+        /// `GET /v1/videos/{id}/events?token=…` (a browser's `EventSource` can't send headers):
+        /// refused unless set. The query is never logged.
+        public var allowQueryToken = false
     }
 
     public struct MetricsSettings: Sendable {

@@ -12,6 +12,10 @@ public final class GatewayMetrics: @unchecked Sendable {
     var server: HTTPServer?
     /// Chat streams open right now (all teams).
     let openStreams = Atomic<Int>(0)
+    /// `GET /v1/videos/{id}/events` streams open right now.
+    let eventStreams = Atomic<Int>(0)
+    /// Unfinished videos this replica polls by itself (read from the watcher at each scrape).
+    var videosWatched: (@Sendable () -> Int)?
 
     /// Metric names and help texts (one descriptor per name: the registry wants one help per name).
     enum Desc {
@@ -30,6 +34,12 @@ public final class GatewayMetrics: @unchecked Sendable {
         static var refusedConnections: MetricNameDescriptor { d("connections_refused", "total", "Connections refused with 503: over limits.max_connections, or out of descriptors.") }
         static var acceptExhausted: MetricNameDescriptor { d("accept_exhausted", "total", "Times a loop ran out of descriptors accepting and paused accepting (EMFILE/ENFILE).") }
         static var upstreamAuthFailures: MetricNameDescriptor { d("upstream_auth_failures", "total", "Upstream answers refusing the gateway's own key (401, or 403 about the key): every team is affected.") }
+        static var videosWatched: MetricNameDescriptor { d("videos_watched", "", "Unfinished videos this replica polls by itself (webhooks and event streams).") }
+        static var eventStreams: MetricNameDescriptor { d("video_event_streams", "", "GET /v1/videos/{id}/events streams open now.") }
+        static var webhookDeliveries: MetricNameDescriptor { d("webhook_deliveries", "total", "Webhook attempts a receiver accepted (2xx).") }
+        static var webhookFailures: MetricNameDescriptor { d("webhook_failures", "total", "Webhook attempts that failed, by reason: status (non-2xx), timeout, connect, refused (address policy), other; gave_up counts events given up.") }
+        static var outboxPending: MetricNameDescriptor { d("webhook_outbox_pending", "", "Webhook events waiting for delivery, the whole store's (refreshed every few seconds).") }
+        static var outboxFailed: MetricNameDescriptor { d("webhook_outbox_failed", "", "Webhook events given up, the whole store's (`veil webhooks replay` sends one again).") }
     }
     static let latencyBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 
@@ -41,6 +51,13 @@ public final class GatewayMetrics: @unchecked Sendable {
     private let refusedConnections: Prometheus.Counter
     private let acceptExhausted: Prometheus.Counter
     let upstreamAuthFailures: Prometheus.Counter
+    private let videosWatchedGauge: Gauge
+    private let eventStreamsGauge: Gauge
+    let webhookDeliveries: Prometheus.Counter
+    /// By reason (`WebhookDeliverer.FailureReason`), made at start so every series reads 0 at first.
+    let webhookFailures: [String: Prometheus.Counter]
+    let outboxPending: Gauge
+    let outboxFailed: Gauge
     /// Server counter values already added to the registry's counters (scrapes are rare).
     private let exported = Mutex<[Int]>([0, 0, 0, 0, 0])
 
@@ -53,7 +70,22 @@ public final class GatewayMetrics: @unchecked Sendable {
         refusedConnections = registry.makeCounter(descriptor: Desc.refusedConnections)
         acceptExhausted = registry.makeCounter(descriptor: Desc.acceptExhausted)
         upstreamAuthFailures = registry.makeCounter(descriptor: Desc.upstreamAuthFailures)
+        videosWatchedGauge = registry.makeGauge(descriptor: Desc.videosWatched)
+        eventStreamsGauge = registry.makeGauge(descriptor: Desc.eventStreams)
+        webhookDeliveries = registry.makeCounter(descriptor: Desc.webhookDeliveries)
+        var failures: [String: Prometheus.Counter] = [:]
+        for reason in GatewayMetrics.webhookFailureReasons {
+            failures[reason] = registry.makeCounter(descriptor: Desc.webhookFailures, labels: [("reason", reason)])
+        }
+        webhookFailures = failures
+        outboxPending = registry.makeGauge(descriptor: Desc.outboxPending)
+        outboxFailed = registry.makeGauge(descriptor: Desc.outboxFailed)
     }
+
+    /// The `reason` label values of `veil_webhook_failures_total`.
+    static let webhookFailureReasons = ["status", "timeout", "connect", "refused", "other", "gave_up"]
+
+    func webhookFailed(_ reason: String) { webhookFailures[reason]?.increment() }
 
     /// The Prometheus text exposition.
     public func render() -> [UInt8] {
@@ -69,6 +101,8 @@ public final class GatewayMetrics: @unchecked Sendable {
             }
         }
         openStreamsGauge.set(Double(openStreams.load(ordering: .relaxed)))
+        eventStreamsGauge.set(Double(eventStreams.load(ordering: .relaxed)))
+        videosWatchedGauge.set(Double(videosWatched?() ?? 0))
         var out: [UInt8] = []
         out.reserveCapacity(8192)
         registry.emit(into: &out)

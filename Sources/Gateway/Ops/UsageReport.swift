@@ -64,7 +64,7 @@ public enum UsageReport {
         return render(rows, sinceLabel: utcTime(now - sinceSeconds))
     }
 
-    static func utcTime(_ t: Int) -> String {
+    public static func utcTime(_ t: Int) -> String {
         var tt = time_t(t)
         var tmv = tm()
         gmtime_r(&tt, &tmv)

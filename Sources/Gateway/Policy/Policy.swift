@@ -77,7 +77,7 @@ public final class Policy: @unchecked Sendable {
     func admitStream(team: GatewayConfig.Team) -> Result<Lease?, Refusal> {
         guard let max = team.maxConcurrentStreams, let s = states[team.name] else { return .success(nil) }
         if TeamState.acquire(s.openStreams, max: share.of(max)) { return .success(Lease(stream: s)) }
-        return .failure(Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) chat streams open.", code: "concurrent_streams_exceeded"),
+        return .failure(Refusal(error: APIError(429, "Team `\(team.name)` already has \(max) streams open (chat completions and video event streams).", code: "concurrent_streams_exceeded"),
                                 headers: ["retry-after": "1"]))
     }
 

@@ -33,13 +33,17 @@ struct Route: Sendable {
     let segments: [Substring]
     /// `METHOD template`: the usage log's endpoint and the key of per-route counters.
     let endpoint: String
+    /// The team token may come as `?token=` when `cors.allow_query_token` is on (a browser's
+    /// `EventSource` can't set headers). Only routes that need it say so.
+    let acceptsQueryToken: Bool
 
-    init(_ method: String, _ template: String, access: Access = .team, body: Body = .none,
+    init(_ method: String, _ template: String, access: Access = .team, body: Body = .none, queryToken: Bool = false,
          _ handler: @escaping @Sendable (Exchange, Gateway) -> Void) {
         self.method = method
         self.template = template
         self.access = access
         self.body = body
+        self.acceptsQueryToken = queryToken
         self.handler = handler
         segments = template.split(separator: "/", omittingEmptySubsequences: false)
         endpoint = "\(method) \(template)"

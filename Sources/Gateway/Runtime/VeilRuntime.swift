@@ -133,6 +133,7 @@ public final class VeilRuntime: @unchecked Sendable {
                 stoppedLoops.add(1, ordering: .relaxed)
             }
         }
+        gateway.startPush()         // before the first request: a video created then is watched on its loop
         server.start()
         if let first = gateway.contexts.first { first.loop.execute { [self] in scheduleHeartbeat(first) } }
         return server.port
@@ -180,6 +181,7 @@ public final class VeilRuntime: @unchecked Sendable {
     /// Graceful stop: no new connections, in-flight responses finish (up to `graceMillis`), then the loops end.
     public func shutdown(graceMillis: Int) {
         server.beginDrain()
+        gateway.beginDrain()
         let deadline = EventLoop.monotonicMillis() + UInt64(graceMillis)
         while server.openConnections.current > 0 && EventLoop.monotonicMillis() < deadline {
             usleep(VeilRuntime.pollMicros)
@@ -196,6 +198,8 @@ public final class VeilRuntime: @unchecked Sendable {
         // The other replicas take over this one's share at their next heartbeat.
         let me = gateway.replicaID
         _ = gateway.store.runHere { db in try db.leave(replica: me) }
+        // Deliveries this replica claimed and did not settle are due again at once for the next.
+        _ = gateway.store.runHere { db in try db.releaseWebhookClaims(holder: me) }
         closeBackend()
     }
 }

@@ -93,6 +93,7 @@ enum VideoRoutes {
                     return x.fail(APIError(500, "The video was submitted but could not be recorded; contact the platform team with this request id.", code: "store_failed"))
                 }
                 lease?.keep()               // the reservation became the video's row
+                g.watcher.watch(record)     // polled from now on, whoever asks (webhooks, event streams)
                 let object = created.object
                 x.send(200, object.jsonBytes, headers: pollHeaders(object, x.snapshot.config))
             }
@@ -155,57 +156,11 @@ enum VideoRoutes {
         }
     }
 
-    /// Asks the upstream for a video's state, sharing the call with concurrent polls of this
-    /// replica (across loops, for `videos.poll_cache_ms`) and, through a claim in the store, with
-    /// every other replica: at most one upstream poll per video per `poll_cache_ms` for the whole
-    /// deployment. A poll that doesn't get the claim answers from the stored state (which the
-    /// claimant writes). The fetching poll writes the new state to the store.
+    /// Asks the upstream for a video's state through this exchange (its access line gets the
+    /// upstream latency), shared with every concurrent poll and with the watcher: `VideoPolling`.
     static func poll(_ x: Exchange, _ g: Gateway, _ record: VideoRecord, then deliver: @escaping (PollCoalescer.Outcome) -> Void) {
-        let cfg = x.snapshot.config
-        let waiter = PollCoalescer.Waiter(loop: x.context.loop, deliver: deliver)
-        switch g.polls.join(record.id, cacheMillis: cfg.videos.pollCacheMillis, now: x.context.loop.now, waiter: waiter) {
-        case .ready(let outcome): return deliver(outcome)
-        case .wait: return
-        case .fetch: break
-        }
-        let period = cfg.videos.pollCacheMillis
-        x.context.store({ db in try db.claimVideoPoll(id: record.id, periodMillis: period) }) { claim in
-            switch claim {
-            case .failure(let e):
-                g.polls.complete(record.id, .failure(storeFailure(g, e)), now: x.context.loop.now, cache: false)
-            case .success(.taken(let stored)):
-                let outcome: PollCoalescer.Outcome = stored.map { .success($0.object) } ?? .failure(.notFound("No such video."))
-                g.polls.complete(record.id, outcome, now: x.context.loop.now, cache: true)
-            case .success(.granted):
-                fetchState(x, g, record)
-            }
-        }
-    }
-
-    /// The claimed poll: the upstream's answer, written to the store when it changed, then handed
-    /// to every waiter. The write is awaited: once a caller has seen a state, every replica's
-    /// next read of the store sees it too (a video seen completed on one replica downloads on
-    /// another). A failed write is logged and the answer still goes out.
-    private static func fetchState(_ x: Exchange, _ g: Gateway, _ record: VideoRecord) {
-        let now = Int(time(nil))
-        UpstreamEngine.fetch(x, VideoPollHooks(x.snapshot, requestID: x.requestID, record: record, now: now)) { result in
-            guard case .success(let object) = result else {
-                return g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
-            }
-            var updated = record
-            updated.apply(object, now: now)
-            guard updated != record else {
-                return g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
-            }
-            // A finished video's row frees its in-flight slot (counted in the store).
-            let newState = updated
-            x.context.store({ db in try db.updateVideo(newState) }) { stored in
-                if case .failure(let e) = stored {
-                    g.log.logger.error("store: cannot update a video", metadata: ["video": "\(record.id)", "error": "\(e)"])
-                }
-                g.polls.complete(record.id, result, now: x.context.loop.now, cache: true)
-            }
-        }
+        VideoPolling.poll(x.context, g, record, requestID: x.requestID,
+                          start: { hooks, done in UpstreamEngine.fetch(x, hooks, then: done) }, deliver: deliver)
     }
 
     // MARK: list, delete
@@ -241,6 +196,7 @@ enum VideoRoutes {
                 }
                 // (A deleted video no longer counts as in flight: the store counts live rows.)
                 g.polls.forget(record.id)
+                g.watcher.forget(record.id)
                 var w = JSONObjectWriter()
                 w.string("id", record.id)
                 w.string("object", "video.deleted")

@@ -19,7 +19,7 @@ final class ReplicaPair: @unchecked Sendable {
 
     /// `cluster`: the shared one, unless a test stops its server (then its own).
     init(cluster: PostgresCluster? = nil, sandboxTweak: (inout SandboxConfig) -> Void = { _ in }, storeYAML: [String] = [],
-         pollCacheMillis: Int = 1000, count: Int = 2) throws {
+         pollCacheMillis: Int = 1000, count: Int = 2, webhookURL: String? = nil) throws {
         self.cluster = try cluster ?? PostgresCluster.shared()
         databaseURL = try self.cluster.createDatabase()
         var sc = SandboxConfig(apiKey: upstreamKey)
@@ -45,11 +45,13 @@ final class ReplicaPair: @unchecked Sendable {
         \((storeYAML).map { "  " + $0 }.joined(separator: "\n"))
         videos:
           poll_cache_ms: \(pollCacheMillis)
+        \(webhookURL == nil ? "" : pushWebhooksYAML())
         log:
           access: false
         teams:
           - name: web
             tokens_sha256: ["\(digest("web"))"]
+        \(webhookURL.map { "    webhook:\n      url: \"\($0)\"\n      secret: \"\(pushSecret)\"" } ?? "")
           - name: mobile
             tokens_sha256: ["\(digest("mobile"))"]
           - name: lim

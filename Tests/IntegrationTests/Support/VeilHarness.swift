@@ -34,6 +34,8 @@ final class VeilHarness: @unchecked Sendable {
          limitsYAML: [String] = [],
          workers: Int = 2,
          storeYAML: [String] = [],
+         videosYAML: [String] = [],
+         pollCacheMillis: Int = 1000,
          backend: (any StoreBackend)? = nil,
          backendThreads: Int = 1) throws {
         self.upstreamKey = upstreamKey
@@ -82,10 +84,11 @@ final class VeilHarness: @unchecked Sendable {
           path: "\(store)"
         \(storeYAML.map { "  " + $0 }.joined(separator: "\n"))
         videos:
-          poll_cache_ms: 1000
+          poll_cache_ms: \(pollCacheMillis)
           image_fetch:
             allow_http: true
             allow_private: ["127.0.0.1"]
+        \(videosYAML.map { "  " + $0 }.joined(separator: "\n"))
         \(extraYAML)
         \(teams)
         """

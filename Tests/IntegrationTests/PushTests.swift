@@ -1,0 +1,484 @@
+import Foundation
+import Glibc
+import Sandbox
+import Store
+import Synchronization
+import PostgresTestSupport
+import Testing
+@testable import Gateway
+
+// Issue 16 end to end: Veil watches unfinished videos itself, pushes their progress to event
+// streams and their end to the teams' signed webhooks, at least once, through restarts, with
+// one upstream poll per video per interval however many watch.
+
+private let png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + Array(repeating: 1, count: 64)
+
+private func createVideo(_ h: VeilHarness, prompt: String, team: String = "web") throws -> String {
+    let r = try h.post("/v1/videos", team: team, json: #"{"prompt":"\#(prompt)","model":"sora-2","seconds":"4","size":"720x1280"}"#)
+    #expect(r.status == 200, "create: \(r.status) \(r.text)")
+    return jsonObject(r)["id"] as? String ?? ""
+}
+
+private func deliveries(_ h: VeilHarness) -> [WebhookDelivery] {
+    (try? h.runtime.gateway.store.runHere { db in try db.webhookDeliveries(status: nil, limit: 100) }.get()) ?? []
+}
+
+private func metric(_ h: VeilHarness, _ series: String) -> Double? {
+    guard let text = try? RawHTTPClient.request(port: h.port, method: "GET", path: "/metrics").text else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.split(separator: " ").last ?? "")
+    }
+    return nil
+}
+
+/// A receiver's check of one delivery, as the SDKs make it: the signature over id.timestamp.body.
+private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret) -> Bool {
+    guard let key = WebhookSecret.key(secret), let id = r.headers["webhook-id"], let ts = r.headers["webhook-timestamp"].flatMap({ Int($0) }),
+          let sig = r.headers["webhook-signature"] else { return false }
+    return sig == WebhookSignature.sign(id: id, timestamp: ts, body: r.body, key: key) && abs(ts - Int(time(nil))) < 300
+}
+
+@Suite(.serialized) struct WebhookDeliveryTests {
+    /// A receiver that fails twice, then accepts: three attempts, one accepted delivery, the same
+    /// webhook-id, body and valid signature on each; nothing after the acceptance. Nobody polls
+    /// the video: the watcher finds its end.
+    @Test func failingTwiceThenAcceptedIsOneDelivery() throws {
+        let hooks = WebhookReceiver(script: [500, 503])
+        try hooks.start()
+        defer { hooks.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(), teamsYAML: pushTeamsYAML(hookURL: hooks.url),
+                                videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "a lighthouse at dusk")
+        #expect(waitUntil(20) { hooks.received.count >= 3 }, "attempts: \(hooks.received.count)")
+        usleep(1_000_000)
+        let got = hooks.received
+        #expect(got.count == 3, "exactly one accepted delivery and no attempt after it")
+        #expect(Set(got.compactMap { $0.headers["webhook-id"] }).count == 1)
+        #expect(Set(got.map(\.text)).count == 1)
+        #expect(got.allSatisfy { verifies($0) })
+        #expect(!got.contains { verifies($0, secret: "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=") })
+        #expect(got.allSatisfy { $0.headers["content-type"] == "application/json" && $0.path == "/hooks/veil" })
+        #expect(got.allSatisfy { !$0.text.contains(h.upstreamKey) && $0.headers.values.allSatisfy { !$0.contains(h.upstreamKey) } })
+        let body = jsonOf(got[0].text)
+        #expect(body["object"] as? String == "event" && body["type"] as? String == "video.completed")
+        #expect((body["data"] as? [String: Any])?["id"] as? String == id)
+        #expect(body["id"] as? String == got[0].headers["webhook-id"])
+        #expect((body["created_at"] as? Int).map { abs($0 - Int(time(nil))) < 60 } == true)
+        // The outbox agrees; the metrics count it.
+        #expect(waitUntil(5) { deliveries(h).first?.status == .delivered })
+        let d = deliveries(h)
+        #expect(d.count == 1 && d.first?.attempts == 3 && d.first?.lastStatus == 200 && d.first?.videoID == id)
+        #expect(metric(h, "veil_webhook_deliveries_total") == 1)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="status"}"#) == 2)
+        // The video's end was recorded by the watcher: the store has it without any caller's poll.
+        #expect(jsonObject(try h.get("/v1/videos/\(id)"))["status"] as? String == "completed")
+    }
+
+    /// A delivery still pending when Veil stops is sent by the next run, with the same
+    /// webhook-id.
+    @Test func aPendingDeliveryIsSentAfterARestart() throws {
+        let store = "/tmp/veil-push-restart-\(UUID().uuidString).sqlite3"
+        let hooks = WebhookReceiver(afterScript: 500)
+        try hooks.start()
+        defer { hooks.stop() }
+        let webhooks = pushWebhooksYAML(backoffInitialMillis: 4_000)
+        var firstStopped: UInt64 = 0
+        do {
+            let h = try VeilHarness(storePath: store, extraYAML: webhooks, teamsYAML: pushTeamsYAML(hookURL: hooks.url),
+                                    videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+            _ = try createVideo(h, prompt: "a red kite")
+            #expect(waitUntil(15) { deliveries(h).first?.attempts == 1 }, "the first attempt failed and was recorded")
+            h.stop()
+            firstStopped = RawHTTPClient.nowMillis()
+            #expect(deliveries(h).isEmpty || true)
+        }
+        #expect(hooks.received.count == 1)
+        hooks.answer(204)
+        let h2 = try VeilHarness(storePath: store, extraYAML: webhooks, teamsYAML: pushTeamsYAML(hookURL: hooks.url))
+        defer { h2.stop() }
+        #expect(waitUntil(15) { deliveries(h2).first?.status == .delivered }, "\(deliveries(h2))")
+        let got = hooks.received
+        #expect(got.count == 2)
+        #expect(got[1].atMillis > firstStopped, "the second attempt came from the restarted Veil")
+        #expect(got[0].headers["webhook-id"] == got[1].headers["webhook-id"] && got[0].text == got[1].text)
+        #expect(got.allSatisfy { verifies($0) })
+        #expect(deliveries(h2).first?.attempts == 2 && deliveries(h2).first?.lastStatus == 204)
+    }
+
+    /// The webhook goes through the image-fetch address policy: a loopback endpoint not in
+    /// `webhooks.allow_private` is refused (no byte reaches it) and the event stays pending.
+    @Test func loopbackEndpointsAreRefusedUnlessListed() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(backoffInitialMillis: 60_000, allowPrivate: false),
+                                teamsYAML: pushTeamsYAML(hookURL: hooks.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "a glass of water")
+        #expect(waitUntil(15) { deliveries(h).first?.attempts == 1 })
+        let d = deliveries(h).first
+        #expect(d?.status == .pending && d?.lastStatus == nil)
+        #expect(d?.lastError?.contains("address policy") == true && d?.lastError?.contains("loopback") == true, "\(d?.lastError ?? "")")
+        #expect(hooks.received.isEmpty)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="refused"}"#) == 1)
+        #expect(metric(h, "veil_webhook_deliveries_total") == 0)
+        #expect(waitUntil(8) { metric(h, "veil_webhook_outbox_pending") == 1 })
+    }
+
+    /// Moderation and the upstream's own failure end in `video.failed` with the error: on the
+    /// event stream and as webhooks; a team without a webhook gets none.
+    @Test func moderationAndUpstreamFailureEndInVideoFailed() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(), teamsYAML: pushTeamsYAML(hookURL: hooks.url),
+                                videosYAML: ["poll_after_ms: 300"], pollCacheMillis: 300)
+        defer { h.stop() }
+        let blocked = try createVideo(h, prompt: "nsfw scene")
+        let failed = try createVideo(h, prompt: "this will fail")
+        _ = try createVideo(h, prompt: "nsfw too, but no webhook", team: "mobile")
+        for (id, code) in [(blocked, "moderation_blocked"), (failed, "generation_failed")] {
+            let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+            defer { s.close() }
+            #expect(s.status == 200)
+            #expect(s.readToEnd())
+            let events = s.events
+            #expect(events.first?.name == "video.updated")
+            #expect(events.last?.name == "video.failed", "\(events.map(\.name))")
+            let last = jsonOf(events.last?.data ?? "")
+            #expect(last["status"] as? String == "failed" && last["id"] as? String == id)
+            #expect((last["error"] as? [String: Any])?["code"] as? String == code)
+            if code == "moderation_blocked" { #expect(((last["error"] as? [String: Any])?["message"] as? String)?.contains("此内容可能违反") == true) }
+        }
+        #expect(waitUntil(15) { hooks.received.count == 2 })
+        usleep(800_000)
+        let bodies = hooks.received.map { jsonOf($0.text) }
+        #expect(bodies.count == 2, "the mobile team has no webhook")
+        #expect(bodies.allSatisfy { $0["type"] as? String == "video.failed" })
+        #expect(Set(bodies.compactMap { ($0["data"] as? [String: Any])?["id"] as? String }) == [blocked, failed])
+    }
+}
+
+@Suite(.serialized) struct VideoEventStreamTests {
+    /// Two event streams and a caller polling every 150 ms: the upstream is asked about the video
+    /// at most once per interval; both streams see its progress and its end.
+    @Test func twoStreamsAndAPollerShareOnePollPerInterval() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoMillisToComplete = 5_000 },
+                                videosYAML: ["poll_after_ms: 1000", "watch_max_interval_ms: 1000"], pollCacheMillis: 1000)
+        defer { h.stop() }
+        let t0 = RawHTTPClient.nowMillis()
+        let id = try createVideo(h, prompt: "a slow sunrise")
+        let upstreamID = String(id.dropFirst("video_".count))
+        let results = Mutex<[[SSEClient.Event]]>([])
+        let ends = Atomic<Int>(0)
+        let readers = (0..<2).map { _ in
+            Thread {
+                guard let s = try? SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 15_000) else { return }
+                if s.readToEnd() && s.ended { ends.add(1, ordering: .relaxed) }
+                results.withLock { $0.append(s.events) }
+            }
+        }
+        readers.forEach { $0.start() }
+        var polls = 0
+        var done = false
+        while !done && RawHTTPClient.nowMillis() - t0 < 20_000 {
+            let r = try h.get("/v1/videos/\(id)")
+            polls += 1
+            done = jsonObject(r)["status"] as? String == "completed"
+            usleep(150_000)
+        }
+        #expect(done)
+        #expect(waitUntil(10) { results.withLock { $0.count } == 2 })
+        let elapsed = Double(RawHTTPClient.nowMillis() - t0) / 1000
+        let upstream = h.sandbox.count("GET", "/v1/videos/\(upstreamID)")
+        #expect(polls >= 20)
+        #expect(Double(upstream) <= elapsed.rounded(.up) + 1, "\(upstream) upstream polls in \(elapsed) s for \(polls) polls and two streams")
+        #expect(ends.load(ordering: .relaxed) == 2, "both streams ended properly")
+        for events in results.withLock({ $0 }) {
+            #expect(events.first?.name == "video.updated")
+            #expect(events.last?.name == "video.completed")
+            #expect(events.dropLast().allSatisfy { $0.name == "video.updated" })
+            let progress = events.compactMap { jsonOf($0.data)["progress"] as? Int }
+            #expect(progress == progress.sorted() && progress.last == 100)
+            #expect(events.count >= 3, "queued/in progress, some progress, the end: \(events.map(\.data))")
+            #expect(events.allSatisfy { jsonOf($0.data)["id"] as? String == id })
+            #expect(!events.contains { $0.data.contains(h.upstreamKey) })
+        }
+        #expect(h.runtime.gateway.watcher.count == 0, "finished: no longer watched")
+    }
+
+    @Test func aFinishedVideoGetsItsStateAndEndAtOnceAndOwnershipHolds() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "ripples")
+        #expect(waitUntil(10) { jsonObject((try? h.get("/v1/videos/\(id)")) ?? RawResponse(status: 0, reason: "", headers: [], body: [], chunks: [], complete: false))["status"] as? String == "completed" })
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+        #expect(s.status == 200)
+        #expect(s.header("content-type")?.hasPrefix("text/event-stream") == true)
+        #expect(s.header("cache-control") == "no-cache")
+        #expect(s.readToEnd() && s.ended)
+        #expect(s.events.map(\.name) == ["video.updated", "video.completed"])
+        #expect((jsonOf(s.events[1].data)["video_url"] as? String)?.contains("/clean.mp4") == true)
+        // Another team's video and an unknown one: the same 404; no token: 401.
+        for (path, team) in [("/v1/videos/\(id)/events", "mobile"), ("/v1/videos/video_99999/events", "web")] {
+            let r = try h.get(path, team: team)
+            #expect(r.status == 404)
+            #expect((jsonObject(r)["error"] as? [String: Any])?["code"] as? String == "not_found" || r.status == 404)
+        }
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/events").status == 401)
+    }
+
+    /// A stream holds one of the team's stream slots; a client that leaves frees it and its
+    /// subscription at once; heartbeats keep an idle stream busy.
+    @Test func aStreamHoldsAStreamSlotUntilItsClientLeaves() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 10_000 },
+                                teamsYAML: pushTeamsYAML(hookURL: nil), videosYAML: ["events_heartbeat_ms: 300", "poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "a long take", team: "limited")
+        let first = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(first.status == 200)
+        #expect(first.read { $0.events.count >= 1 && $0.frames.comments.contains("keep-alive") }, "an event, then heartbeats")
+        let second = try h.get("/v1/videos/\(id)/events", team: "limited")
+        #expect(second.status == 429)
+        #expect((jsonObject(second)["error"] as? [String: Any])?["code"] as? String == "concurrent_streams_exceeded")
+        #expect(h.runtime.gateway.watcher.subscriberCount == 1)
+        first.close()
+        #expect(waitUntil(5) { h.runtime.gateway.watcher.subscriberCount == 0 }, "the subscription went with its client")
+        #expect(waitUntil(5) { h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        let third = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(third.status == 200, "the slot was freed")
+        third.close()
+    }
+
+    /// `?token=` only when `cors.allow_query_token` is on, only on the events route, and never in
+    /// the access log.
+    @Test func queryTokensOnlyWhenAllowedAndNeverLogged() throws {
+        let token = VeilHarness.teamTokens["web"]!
+        let off = try VeilHarness()
+        let id = try createVideo(off, prompt: "quiet")
+        let refused = try RawHTTPClient.request(port: off.port, method: "GET", path: "/v1/videos/\(id)/events?token=\(token)")
+        #expect(refused.status == 401)
+        #expect((jsonObject(refused)["error"] as? [String: Any])?["code"] as? String == "query_token_not_allowed")
+        usleep(300_000)
+        #expect(!off.accessLog.isEmpty && !off.accessLog.contains { $0.contains(token) })
+        off.stop()
+
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 1 },
+                                extraYAML: "cors:\n  allowed_origins: [\"https://app.example\"]\n  allow_query_token: true")
+        defer { h.stop() }
+        let vid = try createVideo(h, prompt: "quiet again")
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(vid)/events?token=\(token)", headers: [("Origin", "https://app.example")])
+        #expect(s.status == 200)
+        #expect(s.header("access-control-allow-origin") == "https://app.example")
+        #expect(s.readToEnd() && s.events.last?.name == "video.completed")
+        // A wrong token in the query is a 401 like any; other routes never read the query.
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(vid)/events?token=nope").status == 401)
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(vid)?token=\(token)").status == 401)
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos?token=\(token)").status == 401)
+        usleep(1_300_000)                     // the access log is flushed per loop
+        let lines = h.accessLog
+        #expect(lines.contains { $0.contains("/v1/videos/\(vid)/events") && $0.contains("\"status\":200") })
+        #expect(!lines.contains { $0.contains(token) || $0.contains("token=") }, "\(lines)")
+    }
+
+    /// Unfinished videos in the store are watched again after a restart: without any caller,
+    /// their end is recorded and pushed.
+    @Test func unfinishedVideosAreWatchedAgainAfterARestart() throws {
+        let key = "sk-veilTEST-\(UUID().uuidString.prefix(8))-UPSTREAMKEY"
+        var sc = SandboxConfig(apiKey: key)
+        sc.videoPollsToComplete = 2
+        let upstream = Sandbox(config: sc)
+        _ = try upstream.start()
+        defer { upstream.stop() }
+        let store = "/tmp/veil-push-watch-\(UUID().uuidString).sqlite3"
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        var id = ""
+        do {
+            // Not watched here: the first run dies with the video unfinished.
+            let h = try VeilHarness(upstreamKey: key, storePath: store, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                    upstreamBaseURL: upstream.baseURL, videosYAML: ["watch: false"])
+            id = try createVideo(h, prompt: "left behind")
+            usleep(500_000)
+            h.stop()
+        }
+        #expect(upstream.count("GET", "/v1/videos/") == 0)
+        let h2 = try VeilHarness(upstreamKey: key, storePath: store, extraYAML: pushWebhooksYAML(),
+                                 teamsYAML: pushTeamsYAML(hookURL: hooks.url), upstreamBaseURL: upstream.baseURL,
+                                 videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h2.stop() }
+        #expect(waitUntil(15) { hooks.received.count == 1 }, "the restarted Veil polled it to its end and pushed it")
+        #expect((jsonOf(hooks.received.first?.text ?? "")["data"] as? [String: Any])?["id"] as? String == id)
+        let stored = try h2.runtime.gateway.store.runHere { db in try db.video(id: id, team: "web") }.get()
+        #expect(stored?.status == "completed")
+    }
+}
+
+/// `veil webhooks list` and `veil webhooks replay` against a store file and PostgreSQL.
+@Suite struct WebhooksCLITests {
+    /// An outbox with one delivered, one pending and one given-up event.
+    static func seed(_ db: any StoreBackend) throws {
+        for (n, outcome) in [(1, WebhookAttemptOutcome.delivered(status: 200)), (2, .retry(afterMillis: 60_000, status: 500, error: "the receiver answered HTTP 500")),
+                             (3, .failed(status: nil, error: "timeout: no answer (retries stopped after webhooks.retry_for_s)"))] {
+            let v = VideoRecord(id: "video_\(n)", upstreamID: "\(n)", team: "web", model: "sora-2", prompt: "p", createdAt: 1_700_000_000 + n)
+            try db.insertVideo(v)
+            var done = v
+            done.status = "completed"
+            _ = try db.recordVideoState(done, event: WebhookDelivery(id: "evt_\(n)", team: "web", type: "video.completed", videoID: v.id,
+                                                                     payload: "{}", createdAt: 1_700_000_000 + n))
+            _ = try db.claimWebhookDeliveries(holder: "seed", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
+            try db.settleWebhookDelivery(id: "evt_\(n)", holder: "seed", outcome)
+        }
+    }
+
+    static func check(store: String) throws {
+        let (rc, out) = try VeilProcess.run(["webhooks", "list", "--store", store])
+        #expect(rc == 0 && out.contains("evt_2") && out.contains("evt_3") && !out.contains("evt_1"), "\(out)")
+        #expect(out.contains("pending") && out.contains("failed") && out.contains("HTTP 500") && out.contains("timeout"), "\(out)")
+        let (rc2, failed) = try VeilProcess.run(["webhooks", "list", "--failed", "--store", store])
+        #expect(rc2 == 0 && failed.contains("evt_3") && !failed.contains("evt_2"), "\(failed)")
+        let (_, all) = try VeilProcess.run(["webhooks", "list", "--all", "--store", store])
+        #expect(all.contains("evt_1") && all.contains("delivered"), "\(all)")
+        let (rc3, replayed) = try VeilProcess.run(["webhooks", "replay", "evt_3", "--store", store])
+        #expect(rc3 == 0 && replayed.contains("pending again"), "\(replayed)")
+        let (_, pending) = try VeilProcess.run(["webhooks", "list", "--pending", "--store", store])
+        #expect(pending.contains("evt_3") && pending.contains("evt_2"), "\(pending)")
+        let (_, none) = try VeilProcess.run(["webhooks", "list", "--failed", "--store", store])
+        #expect(none.contains("(no webhook events)"), "\(none)")
+        let (rc4, unknown) = try VeilProcess.run(["webhooks", "replay", "evt_nope", "--store", store])
+        #expect(rc4 != 0 && unknown.contains("no webhook event"), "\(unknown)")
+        let (rc5, both) = try VeilProcess.run(["webhooks", "list", "--failed", "--pending", "--store", store])
+        #expect(rc5 != 0 && both.contains("one of"), "\(both)")
+    }
+
+    @Test func listAndReplayOnSQLite() throws {
+        let path = "/tmp/veil-webhooks-cli-\(UUID().uuidString).sqlite3"
+        defer { for s in ["", "-wal", "-shm"] { unlink(path + s) } }
+        do {
+            let s = try SQLiteStore(path: path)
+            try Self.seed(s)
+            s.close()
+        }
+        try Self.check(store: path)
+        let (rc, out) = try VeilProcess.run(["webhooks", "list", "--store", "/tmp/veil-no-such-\(UUID().uuidString).sqlite3"])
+        #expect(rc != 0 && out.contains("does not exist"), "\(out)")
+    }
+
+    @Test func listAndReplayOnPostgres() throws {
+        let url = try PostgresCluster.shared().createDatabase()
+        do {
+            let pg = try PostgresStore(settings: PostgresSettings(url: url))
+            try Self.seed(pg)
+            pg.close()
+        }
+        try Self.check(store: url)
+    }
+}
+
+/// The real binary: two replicas on one PostgreSQL database deliver a video's webhook once, and
+/// SIGTERM ends event streams at once instead of waiting out the grace period.
+@Suite(.serialized) struct PushProcessTests {
+    /// Callers poll the video to its end on both replicas: one event in the outbox, one delivery.
+    @Test func twoReplicasDeliverOneWebhookPerVideo() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let p = try ReplicaPair(pollCacheMillis: 200, webhookURL: hooks.url)
+        defer { p.stop() }
+        var ids: [String] = []
+        for i in 0..<3 {
+            let created = try p.post(p.replicas[i % 2], "/v1/videos", json: ReplicaTests.video)
+            ids.append(try #require(jsonObject(created)["id"] as? String))
+        }
+        var done = Set<String>()
+        let t0 = RawHTTPClient.nowMillis()
+        var i = 0
+        while done.count < ids.count && RawHTTPClient.nowMillis() - t0 < 20_000 {
+            for id in ids where !done.contains(id) {
+                i += 1
+                if jsonObject(try p.get(p.replicas[i % 2], "/v1/videos/\(id)"))["status"] as? String == "completed" { done.insert(id) }
+            }
+            usleep(60_000)
+        }
+        #expect(done.count == 3)
+        #expect(waitUntil(15) { hooks.received.count >= 3 })
+        usleep(1_500_000)
+        let got = hooks.received
+        #expect(got.count == 3, "one delivery per video across both replicas: \(got.map(\.text))")
+        #expect(Set(got.compactMap { (jsonOf($0.text)["data"] as? [String: Any])?["id"] as? String }) == Set(ids))
+        #expect(got.allSatisfy { verifies($0) })
+    }
+
+    @Test(.timeLimit(.minutes(1))) func sigtermEndsEventStreamsAtOnce() throws {
+        let key = "sk-pushTEST-\(UUID().uuidString.prefix(8))-KEY"
+        var sc = SandboxConfig(apiKey: key)
+        sc.videoPollsToComplete = 100_000
+        let sandbox = Sandbox(config: sc)
+        _ = try sandbox.start()
+        defer { sandbox.stop() }
+        let store = "/tmp/veil-push-term-\(UUID().uuidString).sqlite3"
+        let token = "tok-term-\(UUID().uuidString)"
+        let veil = try VeilProcess(configText: VeilProcess.config(upstream: sandbox.baseURL, key: key, store: store, tokenDigest: sha256Hex(token),
+                                                                  graceMillis: 20_000), storePath: store)
+        defer { veil.kill() }
+        let auth = [("Authorization", "Bearer \(token)")]
+        let created = try RawHTTPClient.request(port: veil.port, method: "POST", path: "/v1/videos", headers: auth + [("Content-Type", "application/json")],
+                                                body: Array(#"{"prompt":"forever"}"#.utf8))
+        let id = try #require(jsonObject(created)["id"] as? String)
+        let s = try SSEClient(port: veil.port, path: "/v1/videos/\(id)/events", headers: auth, timeoutMillis: 15_000)
+        #expect(s.status == 200)
+        #expect(s.read { $0.events.count >= 1 })
+        let t0 = RawHTTPClient.nowMillis()
+        veil.signal(SIGTERM)
+        #expect(s.readToEnd() && s.ended, "the stream ended properly")
+        let took = RawHTTPClient.nowMillis() - t0
+        #expect(took < 5_000, "the stream ended \(took) ms after SIGTERM (grace: 20 s)")
+        #expect(veil.waitExit(10) == 0)
+    }
+}
+
+@Suite(.serialized) struct WebhookIsolationTests {
+    /// One team's endpoint hangs: its attempts wait for their timeout, at most
+    /// `max_concurrent_per_endpoint` at a time, while another team's events go out at once.
+    @Test func aDeadEndpointNeverDelaysAnotherTeam() throws {
+        let dead = try SilentEndpoint()
+        dead.start()
+        defer { dead.stop() }
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let teams = """
+        teams:
+          - name: web
+            tokens_sha256: ["\(sha256Hex(VeilHarness.teamTokens["web"]!))"]
+            webhook:
+              url: "\(dead.url)"
+              secret: "\(pushSecret)"
+          - name: mobile
+            tokens_sha256: ["\(sha256Hex(VeilHarness.teamTokens["mobile"]!))"]
+            webhook:
+              url: "\(hooks.url)"
+              secret: "\(pushSecret)"
+        """
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(extra: ["max_concurrent_per_endpoint: 2"]).replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 4000"),
+                                teamsYAML: teams, videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        for i in 0..<6 { _ = try createVideo(h, prompt: "web video \(i)") }
+        #expect(waitUntil(10) { deliveries(h).filter { $0.team == "web" }.count == 6 }, "six events for the dead endpoint")
+        #expect(waitUntil(3) { dead.accepted == 2 })
+        let t0 = RawHTTPClient.nowMillis()
+        let mobile = try createVideo(h, prompt: "mobile video", team: "mobile")
+        #expect(waitUntil(3) { hooks.received.count == 1 }, "the other team's webhook went out while the dead endpoint's attempts hung")
+        #expect(RawHTTPClient.nowMillis() - t0 < 3_000)
+        #expect((jsonOf(hooks.received.first?.text ?? "")["data"] as? [String: Any])?["id"] as? String == mobile)
+        #expect(dead.accepted == 2, "never more than max_concurrent_per_endpoint attempts at the dead endpoint at once")
+        #expect(metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) == 0)
+        // Their timeout (4 s) ends the first two attempts; the next two go.
+        #expect(waitUntil(8) { (metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) ?? 0) >= 2 })
+        #expect(waitUntil(3) { dead.accepted >= 4 })
+        let web = deliveries(h).filter { $0.team == "web" && $0.attempts > 0 }
+        #expect(web.allSatisfy { $0.status == .pending && ($0.lastError ?? "").contains("timeout") }, "\(web.map { $0.lastError ?? "" })")
+    }
+}
