@@ -51,8 +51,12 @@ def free_port():
     return p
 
 
-def http_get(port, path, timeout=1.0, headers=""):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def http_get(port, path, timeout=1.0, headers="", tls_ca=None):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = raw
+        if tls_ca:
+            import ssl
+            s = ssl.create_default_context(cafile=tls_ca).wrap_socket(raw, server_hostname="localhost")
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n".encode())
         data = b""
         while True:
@@ -63,11 +67,11 @@ def http_get(port, path, timeout=1.0, headers=""):
     return int(data[9:12]), data
 
 
-def wait_ready(port, what, timeout=20.0):
+def wait_ready(port, what, timeout=20.0, tls_ca=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if http_get(port, "/healthz")[0] == 200:
+            if http_get(port, "/healthz", tls_ca=tls_ca)[0] == 200:
                 return
         except OSError:
             pass
@@ -255,7 +259,7 @@ http {{
         p = subprocess.Popen(["nginx", "-p", t, "-c", f"{t}/front.conf"], stdout=subprocess.DEVNULL,
                              stderr=open(f"{t}/front-stderr.log", "w"))
         started.append(p)
-        wait_ready(self.up_tls_port, "TLS front")
+        wait_ready(self.up_tls_port, "TLS front", tls_ca=self.ca_file)
         self.tls_front = p
 
     @property
