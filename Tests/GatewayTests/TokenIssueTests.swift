@@ -73,4 +73,16 @@ import Testing
         """)
         #expect(TeamsReport.render([], now: 0).contains("no teams"))
     }
+
+    /// A team's webhook is listed by its URL, without user info, query or fragment; never its secret.
+    @Test func teamsReportShowsWebhooksWithoutCredentials() {
+        var web = GatewayConfig.Team(name: "web", tokens: [], models: nil, requestsPerMinute: nil, maxConcurrentStreams: nil,
+                                     maxVideosInFlight: nil, videosPerDay: nil)
+        web.webhook = .init(url: "https://user:pw@hooks.example.com/veil?sig=abc#x", key: Array("secret-bytes".utf8))
+        let out = TeamsReport.render([web], now: 0)
+        #expect(out.hasSuffix("TEAM  WEBHOOK\nweb   https://hooks.example.com/veil\n"))
+        #expect(!out.contains("pw") && !out.contains("sig=") && !out.contains("secret"))
+        #expect(!TeamsReport.render([GatewayConfig.Team(name: "a", tokens: [], models: nil, requestsPerMinute: nil, maxConcurrentStreams: nil,
+                                                         maxVideosInFlight: nil, videosPerDay: nil)], now: 0).contains("WEBHOOK"))
+    }
 }

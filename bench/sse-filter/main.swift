@@ -43,6 +43,8 @@ func now() -> UInt64 {
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
 
+// The old path exists only in the old tree (SSEUsageScanner is gone since issue 13 landed).
+#if !HAS_SSE_EVENT_FILTER
 @inline(never) func runOld(_ s: [UInt8], piece: Int) -> Int {
     var r = KeyRedactor(secret: key)
     var u = SSEUsageScanner()
@@ -61,6 +63,9 @@ func now() -> UInt64 {
     precondition(u.sawDone && u.usage?.totalTokens == 7)
     return out
 }
+#else
+func runOld(_ s: [UInt8], piece: Int) -> Int { fatalError("built from a tree without SSEUsageScanner") }
+#endif
 
 #if HAS_SSE_EVENT_FILTER
 @inline(never) func runNew(_ s: [UInt8], piece: Int) -> Int {

@@ -15,7 +15,25 @@ public enum TeamsReport {
                 tokens.append([t.name, String(tok.sha256.prefix(12)) + "…", expiry(tok.expiresAt, now: now)])
             }
         }
-        return table(limits) + "\n" + table(tokens)
+        var out = table(limits) + "\n" + table(tokens)
+        let hooks = teams.compactMap { t in t.webhook.map { [t.name, webhookShown($0.url)] } }
+        if !hooks.isEmpty { out += "\n" + table([["TEAM", "WEBHOOK"]] + hooks) }
+        return out
+    }
+
+    /// A webhook URL without what may be a credential (user info, query, fragment); the secret
+    /// is never shown.
+    static func webhookShown(_ url: String) -> String {
+        var u = Substring(url)
+        if let q = u.firstIndex(where: { $0 == "?" || $0 == "#" }) { u = u[..<q] }
+        if let scheme = u.range(of: "://") {
+            let rest = u[scheme.upperBound...]
+            let hostEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+            if let at = rest[..<hostEnd].lastIndex(of: "@") {
+                u = u[..<scheme.upperBound] + rest[rest.index(after: at)...]
+            }
+        }
+        return String(u)
     }
 
     /// `never`, or the time and how far it is (`in 29d`, `expired 2h ago`).
