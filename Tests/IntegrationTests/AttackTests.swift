@@ -215,7 +215,23 @@ import Testing
         #expect(refused > 0, "no client past the limit got a 503")
         for fd in fds { close(fd) }
         fds = []
-        #expect(waitUntil(5) { Self.healthz(veil.port) == 200 }, "service did not resume")
+        var seen: [String] = []
+        let resumed = waitUntil(10) {
+            do {
+                let r = try RawHTTPClient.request(port: veil.port, method: "GET", path: "/healthz", timeoutMillis: 2_000)
+                seen.append("\(r.status)")
+                return r.status == 200
+            } catch {
+                seen.append("\(error)")
+                return false
+            }
+        }
+        // On failure, say why: what the probes got and what holds Veil's descriptors.
+        let fdDir = "/proc/\(veil.pid)/fd"
+        let held = ((try? FileManager.default.contentsOfDirectory(atPath: fdDir)) ?? []).compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: fdDir + "/" + $0)
+        }
+        #expect(resumed, "service did not resume: probes got \(seen.suffix(4)); Veil holds \(held.count) of \(open + 8) descriptors: \(held.sorted())")
         #expect(veil.process.isRunning)
     }
 }

@@ -208,6 +208,37 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(h.runtime.gateway.watcher.count == 0, "finished: no longer watched")
     }
 
+    /// A client that reads nothing while its video runs: Veil keeps only the latest state for it
+    /// (the skipped ones are counted) instead of queueing every update; once it reads, it gets a
+    /// coherent stream that ends with the final state.
+    @Test(.timeLimit(.minutes(1))) func aSlowReaderGetsTheLatestStateNotEveryState() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100 }, limitsYAML: ["write_high_water_bytes: 4096"],
+                                videosYAML: ["poll_after_ms: 100", "watch_max_interval_ms: 100", "events_heartbeat_ms: 100",
+                                             "max_prompt_chars: 200000"],
+                                pollCacheMillis: 100)
+        defer { h.stop() }
+        // ~100 KB per event (the object carries the prompt), 100 states: 10 MB, more than the
+        // kernel's socket buffers take on loopback (the send buffer grows to tcp_wmem's 4 MiB),
+        // so Veil's own output goes past the high-water mark.
+        let id = try createVideo(h, prompt: String(repeating: "a long prompt ", count: 7_000))
+        let upstreamID = String(id.dropFirst("video_".count))
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 20_000)
+        #expect(s.status == 200)
+        #expect(waitUntil(40) { h.sandbox.count("GET", "/v1/videos/\(upstreamID)") >= 100 }, "the video ran to its end")
+        let skipped = metric(h, "veil_video_event_updates_skipped_total") ?? 0
+        #expect(skipped > 0, "no update was skipped: the client was never slow enough for the test to mean anything")
+        #expect(s.readToEnd() && s.ended)
+        let events = s.events
+        #expect(events.first?.name == "video.updated")
+        #expect(events.last?.name == "video.completed")
+        // The final state comes twice by design (video.updated, then video.completed).
+        let progress = events.dropLast().compactMap { jsonOf($0.data)["progress"] as? Int }
+        #expect(progress == progress.sorted() && progress.last == 100)
+        #expect(Set(progress).count == progress.count, "no state sent twice")
+        #expect(events.count + Int(skipped) <= 102, "\(events.count) events and \(Int(skipped)) skipped for at most 101 states")
+        #expect(events.count < 100, "\(events.count) events for 100 states: every state was queued")
+    }
+
     @Test func aFinishedVideoGetsItsStateAndEndAtOnceAndOwnershipHolds() throws {
         let h = try VeilHarness()
         defer { h.stop() }
@@ -409,6 +440,34 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(got.count == 3, "one delivery per video across both replicas: \(got.map(\.text))")
         #expect(Set(got.compactMap { (jsonOf($0.text)["data"] as? [String: Any])?["id"] as? String }) == Set(ids))
         #expect(got.allSatisfy { verifies($0) })
+    }
+
+    /// A replica dies (SIGKILL) with a video it was watching unfinished: the other adopts it at
+    /// its rescan, polls it to its end with no caller asking, and sends the one webhook.
+    @Test(.timeLimit(.minutes(1))) func aVideoOfAReplicaThatDiedIsFinishedByAnother() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let p = try ReplicaPair(sandboxTweak: { $0.videoPollsToComplete = 4 }, pollCacheMillis: 100, webhookURL: hooks.url,
+                                videosYAML: ["poll_after_ms: 300", "watch_max_interval_ms: 300", "watch_rescan_ms: 300"])
+        defer { p.stop() }
+        let created = try p.post(p.a, "/v1/videos", json: ReplicaTests.video)
+        let id = try #require(jsonObject(created)["id"] as? String)
+        // A's watcher polls it once (a claim in the store), then A dies without a word.
+        #expect(waitUntil(5) { p.upstreamPolls(id) >= 1 })
+        p.a.kill()
+        let pollsByA = p.upstreamPolls(id)
+        #expect(pollsByA < 4, "A finished the video before it died; nothing was taken over")
+        // Nobody polls through Veil from here on: only B's watcher can finish it.
+        #expect(waitUntil(20) { hooks.received.count >= 1 }, "no webhook after the takeover")
+        #expect(p.upstreamPolls(id) >= 4, "B polled it to its end")
+        let r = try p.get(p.b, "/v1/videos/\(id)")
+        #expect(jsonObject(r)["status"] as? String == "completed")
+        usleep(1_000_000)
+        let got = hooks.received
+        #expect(got.count == 1, "one delivery: \(got.map(\.text))")
+        #expect(got.first.map { (jsonOf($0.text)["data"] as? [String: Any])?["id"] as? String == id && verifies($0) } == true)
+        #expect(got.first.map { jsonOf($0.text)["type"] as? String == "video.completed" } == true)
     }
 
     @Test(.timeLimit(.minutes(1))) func sigtermEndsEventStreamsAtOnce() throws {

@@ -94,7 +94,7 @@ public enum ConfigLoader {
         if let v = try r.section(top, "videos", allowed: ["models", "sizes", "seconds", "default_model", "default_size", "default_seconds",
                                                            "max_prompt_chars", "max_image_bytes", "poll_cache_ms", "poll_after_ms", "image_fetch",
                                                            "in_flight_max_age_s", "watch", "watch_max_s", "watch_max_interval_ms",
-                                                           "watch_max_videos", "events_heartbeat_ms"]) {
+                                                           "watch_max_videos", "watch_rescan_ms", "events_heartbeat_ms"]) {
             c.videos.models = try r.strings(v, "videos.models") ?? c.videos.models
             c.videos.sizes = try r.strings(v, "videos.sizes") ?? c.videos.sizes
             c.videos.seconds = try r.strings(v, "videos.seconds") ?? c.videos.seconds
@@ -110,6 +110,7 @@ public enum ConfigLoader {
             c.videos.watchMaxSeconds = try r.int(v, "videos.watch_max_s", min: 60, max: 7 * 86_400) ?? c.videos.watchMaxSeconds
             c.videos.watchMaxIntervalMillis = try r.int(v, "videos.watch_max_interval_ms", min: 100, max: 3_600_000) ?? c.videos.watchMaxIntervalMillis
             c.videos.watchMaxVideos = try r.int(v, "videos.watch_max_videos", min: 1, max: 10_000_000) ?? c.videos.watchMaxVideos
+            c.videos.watchRescanMillis = try r.int(v, "videos.watch_rescan_ms", min: 100, max: 86_400_000) ?? c.videos.watchRescanMillis
             c.videos.eventsHeartbeatMillis = try r.int(v, "videos.events_heartbeat_ms", min: 100, max: 600_000) ?? c.videos.eventsHeartbeatMillis
             if let f = try r.section(v, "image_fetch", allowed: ["allow_http", "allow_private", "timeout_ms"], prefix: "videos.") {
                 c.videos.imageFetch.allowHTTP = try r.bool(f, "videos.image_fetch.allow_http") ?? false

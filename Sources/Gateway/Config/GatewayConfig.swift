@@ -122,6 +122,9 @@ public struct GatewayConfig: Sendable {
         public var watchMaxIntervalMillis = 30_000
         /// Videos watched at once by this replica (a bound on memory; more wait for the rescan).
         public var watchMaxVideos = 10_000
+        /// How often the store is asked for unfinished videos no replica has polled for three
+        /// `watchMaxIntervalMillis` (a replica died; they are taken over), or that found no room.
+        public var watchRescanMillis = 60_000
         /// `GET /v1/videos/{id}/events`: a comment line this often keeps proxies from closing it.
         public var eventsHeartbeatMillis = 15_000
     }

@@ -36,6 +36,7 @@ public final class GatewayMetrics: @unchecked Sendable {
         static var upstreamAuthFailures: MetricNameDescriptor { d("upstream_auth_failures", "total", "Upstream answers refusing the gateway's own key (401, or 403 about the key): every team is affected.") }
         static var videosWatched: MetricNameDescriptor { d("videos_watched", "", "Unfinished videos this replica polls by itself (webhooks and event streams).") }
         static var eventStreams: MetricNameDescriptor { d("video_event_streams", "", "GET /v1/videos/{id}/events streams open now.") }
+        static var eventUpdatesSkipped: MetricNameDescriptor { d("video_event_updates_skipped", "total", "Video event stream updates replaced by a newer one before a slow client took them (its output stayed above limits.write_high_water_bytes).") }
         static var webhookDeliveries: MetricNameDescriptor { d("webhook_deliveries", "total", "Webhook attempts a receiver accepted (2xx).") }
         static var webhookFailures: MetricNameDescriptor { d("webhook_failures", "total", "Webhook attempts that failed, by reason: status (non-2xx), timeout, connect, refused (address policy), other; gave_up counts events given up.") }
         static var outboxPending: MetricNameDescriptor { d("webhook_outbox_pending", "", "Webhook events waiting for delivery, the whole store's (refreshed every few seconds).") }
@@ -53,6 +54,8 @@ public final class GatewayMetrics: @unchecked Sendable {
     let upstreamAuthFailures: Prometheus.Counter
     private let videosWatchedGauge: Gauge
     private let eventStreamsGauge: Gauge
+    /// A slow event-stream client is sent only the latest state: each one replaced counts here.
+    let eventUpdatesSkipped: Prometheus.Counter
     let webhookDeliveries: Prometheus.Counter
     /// By reason (`WebhookDeliverer.FailureReason`), made at start so every series reads 0 at first.
     let webhookFailures: [String: Prometheus.Counter]
@@ -72,6 +75,7 @@ public final class GatewayMetrics: @unchecked Sendable {
         upstreamAuthFailures = registry.makeCounter(descriptor: Desc.upstreamAuthFailures)
         videosWatchedGauge = registry.makeGauge(descriptor: Desc.videosWatched)
         eventStreamsGauge = registry.makeGauge(descriptor: Desc.eventStreams)
+        eventUpdatesSkipped = registry.makeCounter(descriptor: Desc.eventUpdatesSkipped)
         webhookDeliveries = registry.makeCounter(descriptor: Desc.webhookDeliveries)
         var failures: [String: Prometheus.Counter] = [:]
         for reason in GatewayMetrics.webhookFailureReasons {

@@ -117,6 +117,9 @@ final class VideoEventStream {
         }
         guard told.map({ VideoWatcher.changed($0, o) }) ?? true else { return }
         guard x.isWritable else {
+            // A slow client: only the latest state waits (bounded memory); the one it replaces
+            // is skipped, as the state it described is no longer true anyway.
+            if pending != nil { g.metrics.eventUpdatesSkipped.increment() }
             pending = o
             if !waitingForDrain {
                 waitingForDrain = true

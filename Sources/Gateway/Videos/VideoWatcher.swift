@@ -61,8 +61,6 @@ final class VideoWatcher: @unchecked Sendable {
 
     /// Past this age an unfinished video is polled less often: `interval`.
     static let backoffStepSeconds = 60
-    /// How often the store is asked for unfinished videos nobody polls (a replica died).
-    static let rescanMillis = 60_000
     /// A video no replica polled for this many of its longest intervals is adopted by the rescan.
     static let takeoverIntervals = 3
 
@@ -122,7 +120,7 @@ final class VideoWatcher: @unchecked Sendable {
         let (draining, room) = state.withLock { ($0.draining, cfg.watchMaxVideos - $0.entries.count) }
         if draining { return }
         guard cfg.watch, room > 0 else {
-            ctx.loop.schedule(afterMillis: VideoWatcher.rescanMillis) { [self] in rescan(initial: false) }
+            ctx.loop.schedule(afterMillis: cfg.watchRescanMillis) { [self] in rescan(initial: false) }
             return
         }
         let since = Int(time(nil)) - cfg.watchMaxSeconds
@@ -141,7 +139,7 @@ final class VideoWatcher: @unchecked Sendable {
             case .failure(let e):
                 g.log.logger.warning("store: cannot list unfinished videos to watch", metadata: ["error": "\(g.log.redact("\(e)"))"])
             }
-            ctx.loop.schedule(afterMillis: VideoWatcher.rescanMillis) { [self] in rescan(initial: false) }
+            ctx.loop.schedule(afterMillis: cfg.watchRescanMillis) { [self] in rescan(initial: false) }
         }
     }
 

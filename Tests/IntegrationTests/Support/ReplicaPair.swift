@@ -19,7 +19,7 @@ final class ReplicaPair: @unchecked Sendable {
 
     /// `cluster`: the shared one, unless a test stops its server (then its own).
     init(cluster: PostgresCluster? = nil, sandboxTweak: (inout SandboxConfig) -> Void = { _ in }, storeYAML: [String] = [],
-         pollCacheMillis: Int = 1000, count: Int = 2, webhookURL: String? = nil) throws {
+         pollCacheMillis: Int = 1000, count: Int = 2, webhookURL: String? = nil, videosYAML: [String] = []) throws {
         self.cluster = try cluster ?? PostgresCluster.shared()
         databaseURL = try self.cluster.createDatabase()
         var sc = SandboxConfig(apiKey: upstreamKey)
@@ -45,6 +45,7 @@ final class ReplicaPair: @unchecked Sendable {
         \((storeYAML).map { "  " + $0 }.joined(separator: "\n"))
         videos:
           poll_cache_ms: \(pollCacheMillis)
+        \(videosYAML.map { "  " + $0 }.joined(separator: "\n"))
         \(webhookURL == nil ? "" : pushWebhooksYAML())
         log:
           access: false
