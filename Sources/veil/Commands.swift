@@ -112,6 +112,8 @@ struct CheckConfig: ParsableCommand {
                 }
             } else if let p = Preflight.storeProblem(c.store.path) { found.append(p) }
             summary = "\(path): valid — \(c.teams.count) team(s), upstream \(StartupLine.origin(c.upstream.baseURL)), listen \(c.listen), store \(c.store.label)\(storeNote)"
+            let hooks = c.teams.compactMap { t in t.webhook.map { "\(t.name) → \(TeamsReport.webhookShown($0.url))" } }
+            if !hooks.isEmpty { summary += ", webhooks: " + hooks.joined(separator: ", ") }
         } catch {
             found.append("\(fileExists(path) ? path + ": " : "")\(error)")
             if found.count == 1 { fail(found[0], hints: Preflight.hints(for: error, configPath: path, configExists: fileExists(path))) }

@@ -125,6 +125,12 @@ import Testing
         // An unreadable key file is reported, not silently ignored.
         let (rc6, out6) = try VeilProcess.run(["check-config", "--config", good], environment: ["VEIL_UPSTREAM_KEY_FILE": dir + "/no-such-key"])
         #expect(rc6 == 2 && out6.contains("VEIL_UPSTREAM_KEY_FILE: cannot read"), "\(out6)")
+        // Webhooks are named with their endpoints, never their secrets or URL credentials.
+        let hooked = config(listen: "127.0.0.1:8080", store: dir + "/v.sqlite3", key: "sk-x", team: digest)
+            + "\n    webhook:\n      url: \"https://hooks.example.com/veil?sig=1\"\n      secret: \"whsec_c2VjcmV0LWtleS1ieXRlcw==\""
+        let (rc7, out7) = try VeilProcess.run(["check-config", "--config", Self.write(hooked)])
+        #expect(rc7 == 0 && out7.contains("webhooks: web → https://hooks.example.com/veil"), "\(out7)")
+        #expect(!out7.contains("sig=") && !out7.contains("whsec_"), "\(out7)")
     }
 
     @Test func theDevelopmentConfigPassesTheCheck() throws {

@@ -23,7 +23,7 @@ public enum TeamsReport {
 
     /// A webhook URL without what may be a credential (user info, query, fragment); the secret
     /// is never shown.
-    static func webhookShown(_ url: String) -> String {
+    public static func webhookShown(_ url: String) -> String {
         var u = Substring(url)
         if let q = u.firstIndex(where: { $0 == "?" || $0 == "#" }) { u = u[..<q] }
         if let scheme = u.range(of: "://") {
