@@ -267,8 +267,14 @@ public final class PostgresStore: StoreBackend, Sendable {
         try run { c, d in try c.query(SQL.claimName, [Self.nameKey(name), holder, String(max(0, ttlMillis))], deadline: d).affected > 0 }
     }
 
-    public func releaseCharacterName(_ name: String, holder: String) throws {
-        try run { c, d in try c.query(SQL.releaseName, [Self.nameKey(name), holder], deadline: d) }
+    public func releaseCharacterName(_ name: String, holder: String, keepMillis: Int) throws {
+        try run { c, d in
+            if keepMillis > 0 {
+                try c.query(SQL.keepName, [Self.nameKey(name), holder, String(keepMillis)], deadline: d)
+            } else {
+                try c.query(SQL.releaseName, [Self.nameKey(name), holder], deadline: d)
+            }
+        }
     }
 
     public func heartbeat(replica: String, ttlMillis: Int) throws -> [String] {
@@ -403,6 +409,7 @@ public final class PostgresStore: StoreBackend, Sendable {
             WHERE character_name_claims.expires_ms <= excluded.expires_ms - $3::bigint OR character_name_claims.holder = excluded.holder
             """
         static let releaseName = "DELETE FROM character_name_claims WHERE name_key = $1::text AND holder = $2::text"
+        static let keepName = "UPDATE character_name_claims SET expires_ms = \(nowMillis) + $3::bigint WHERE name_key = $1::text AND holder = $2::text"
 
         static let heartbeat = """
             WITH t AS (SELECT \(nowMillis) AS ms), \

@@ -283,11 +283,20 @@ public protocol CoordinationStore: Sendable {
     /// The right to create a character named `name` upstream: false when a live character has the
     /// name (case-insensitively) or another holder's claim on it has not expired.
     func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool
-    /// Gives a claim back (only `holder`'s).
-    func releaseCharacterName(_ name: String, holder: String) throws
+    /// Gives a claim back (only `holder`'s): at once (`keepMillis` 0: the creation failed), or
+    /// `keepMillis` from now once the character is recorded — so that a claim racing the record
+    /// on another replica, whose statement may not see the new row yet, still finds the claim.
+    func releaseCharacterName(_ name: String, holder: String, keepMillis: Int) throws
     /// Records that `replica` is alive now and answers the replicas seen within `ttlMillis`
     /// (itself included), sorted by id. Older entries are forgotten.
     func heartbeat(replica: String, ttlMillis: Int) throws -> [String]
     /// A replica stopping: the others see it gone at their next heartbeat.
     func leave(replica: String) throws
+}
+
+/// How long a name claim outlives its character's record (`releaseCharacterName(keepMillis:)`):
+/// longer than any store statement, short enough that a name freed by a deletion right after
+/// is soon free again.
+public enum CharacterNameClaim {
+    public static let keepAfterRecordMillis = 5_000
 }

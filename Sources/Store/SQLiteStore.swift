@@ -396,6 +396,7 @@ public final class SQLiteStore: StoreBackend, Sendable {
             WHERE character_name_claims.expires_ms <= ?3 OR character_name_claims.holder = excluded.holder
             """
         static let releaseName = "DELETE FROM character_name_claims WHERE name_key = ?1 AND holder = ?2"
+        static let keepName = "UPDATE character_name_claims SET expires_ms = ?3 WHERE name_key = ?1 AND holder = ?2"
         static let upsertReplica = "INSERT INTO replicas (id, seen_ms) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms"
         static let dropReplicas = "DELETE FROM replicas WHERE id <> ?1 AND seen_ms <= ?2 - ?3"
         static let liveReplicas = "SELECT id FROM replicas ORDER BY id"
@@ -629,9 +630,13 @@ public final class SQLiteStore: StoreBackend, Sendable {
         }
     }
 
-    public func releaseCharacterName(_ name: String, holder: String) throws {
+    public func releaseCharacterName(_ name: String, holder: String, keepMillis: Int) throws {
         let key = Self.nameKey(name)
-        try core.with { c in try c.prepare(SQL.releaseName).run(key, holder) }
+        if keepMillis > 0 {
+            try core.with { c in try c.prepare(SQL.keepName).run(key, holder, StoreClock.wallMillis() + keepMillis) }
+        } else {
+            try core.with { c in try c.prepare(SQL.releaseName).run(key, holder) }
+        }
     }
 
     public func heartbeat(replica: String, ttlMillis: Int) throws -> [String] {

@@ -52,7 +52,9 @@ import Testing
         func claimCharacterName(_ name: String, holder: String, ttlMillis: Int) throws -> Bool {
             try inner.claimCharacterName(name, holder: holder, ttlMillis: ttlMillis)
         }
-        func releaseCharacterName(_ name: String, holder: String) throws { try inner.releaseCharacterName(name, holder: holder) }
+        func releaseCharacterName(_ name: String, holder: String, keepMillis: Int) throws {
+            try inner.releaseCharacterName(name, holder: holder, keepMillis: keepMillis)
+        }
         func heartbeat(replica: String, ttlMillis: Int) throws -> [String] { try inner.heartbeat(replica: replica, ttlMillis: ttlMillis) }
         func leave(replica: String) throws { try inner.leave(replica: replica) }
         func recordVideoState(_ v: VideoRecord, event: WebhookDelivery?) throws -> Bool {

@@ -153,9 +153,9 @@ private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now)
         #expect(try store.claimCharacterName("Alice", holder: "h1", ttlMillis: 60_000))
         #expect(try store.claimCharacterName("ALICE", holder: "h2", ttlMillis: 60_000) == false, "case-insensitive")
         #expect(try store.claimCharacterName("alice", holder: "h1", ttlMillis: 60_000), "the holder may renew")
-        try store.releaseCharacterName("alice", holder: "h2")             // not h2's: no effect
+        try store.releaseCharacterName("alice", holder: "h2", keepMillis: 0)             // not h2's: no effect
         #expect(try store.claimCharacterName("alice", holder: "h2", ttlMillis: 60_000) == false)
-        try store.releaseCharacterName("ALICE", holder: "h1")
+        try store.releaseCharacterName("ALICE", holder: "h1", keepMillis: 0)
         #expect(try store.claimCharacterName("alice", holder: "h2", ttlMillis: 60_000))
 
         // A live character's name can't be claimed; deleted, it can.
@@ -183,5 +183,42 @@ private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now)
         usleep(250_000)
         #expect(try store.heartbeat(replica: "a", ttlMillis: 150) == ["a"])
         #expect(try store.heartbeat(replica: "a", ttlMillis: 60_000) == ["a"])
+    }
+}
+
+/// Replicas racing to create one character: once a holder has claimed a name, no other claim is
+/// granted — not even in the instant between the character's row landing and the claim being
+/// given back (a PostgreSQL statement that began before the row's commit doesn't see it, but
+/// does see the claim deleted).
+@Test(arguments: Backend.allCases) func aRecordedNameIsNeverClaimedByARacingStore(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stolen = Atomic<Int>(0)
+        let failures = Atomic<Int>(0)
+        for i in 1...150 {
+            let name = "Twin\(i)"
+            #expect(try first.claimCharacterName(name, holder: "a", ttlMillis: 60_000))
+            let done = Atomic<Bool>(false)
+            runThreads(4) { t in
+                do {
+                    if t == 0 {
+                        try first.insertCharacter(character(i, name: name))
+                        try first.releaseCharacterName(name, holder: "a", keepMillis: CharacterNameClaim.keepAfterRecordMillis)
+                        usleep(2_000)
+                        done.store(true, ordering: .relaxed)
+                    } else {
+                        while !done.load(ordering: .relaxed) {
+                            if try second.claimCharacterName(name, holder: "b\(t)", ttlMillis: 60_000) { stolen.add(1, ordering: .relaxed); return }
+                        }
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                    done.store(true, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(stolen.load(ordering: .relaxed) == 0, "a racing store claimed a name already recorded")
     }
 }

@@ -218,7 +218,7 @@ final class NginxFixture: @unchecked Sendable {
 
     static func waitListening(_ port: UInt16) -> Bool {
         for _ in 0..<300 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var a = sockaddr_in()
             a.sin_family = sa_family_t(AF_INET)
             a.sin_port = port.bigEndian
@@ -234,7 +234,7 @@ final class NginxFixture: @unchecked Sendable {
 
 /// A loopback port nobody listens on right now (bound, read, released).
 func freePort() -> UInt16 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)

@@ -246,7 +246,7 @@ private func ok(_ conn: ServerConn, _ body: String, extra: String = "") {
     /// Connecting is bounded by `connectTimeoutMillis` (a listener whose backlog is full never
     /// completes the handshake).
     @Test func connectTimeout() {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
@@ -256,7 +256,7 @@ private func ok(_ conn: ServerConn, _ body: String, extra: String = "") {
         // Fill the accept queue so that later handshakes are not completed.
         var fillers: [Int32] = []
         for _ in 0..<8 {
-            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var a = addr
             a.sin_port = port.bigEndian
             _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }

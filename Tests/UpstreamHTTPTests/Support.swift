@@ -143,6 +143,7 @@ final class TestServer: @unchecked Sendable {
     private func acceptLoop() {
         while true {
             let c = accept(listenFD, nil, nil)
+            if c >= 0 { _ = fcntl(c, F_SETFD, FD_CLOEXEC) }   // not inherited by spawned processes
             if c < 0 {
                 if errno == EINTR { continue }
                 return

@@ -100,7 +100,7 @@ enum CharacterRoutes {
     private static func createUpstream(_ x: Exchange, _ g: Gateway, _ input: CharacterCreateInput, team: String, holder: String) {
         let ctx = x.context
         let releaseClaim = {
-            ctx.storeExecutor.run(on: ctx.loop, { db in try db.releaseCharacterName(input.name, holder: holder) }) { _ in }
+            ctx.storeExecutor.run(on: ctx.loop, { db in try db.releaseCharacterName(input.name, holder: holder, keepMillis: 0) }) { _ in }
         }
         UpstreamEngine.fetch(x, CharacterCreateHooks(x.snapshot, requestID: x.requestID, input: input)) { result in
             let created: UpstreamCharacter
@@ -116,8 +116,16 @@ enum CharacterRoutes {
                                          start: input.timestamps.start, end: input.timestamps.end,
                                          status: CharacterStatus(upstream: created.status).rawValue, createdAt: Int(time(nil)))
             x.context.store({ db in
-                defer { try? db.releaseCharacterName(input.name, holder: holder) }
-                try db.insertCharacter(record)
+                do {
+                    try db.insertCharacter(record)
+                } catch {
+                    try? db.releaseCharacterName(input.name, holder: holder, keepMillis: 0)
+                    throw error
+                }
+                // Kept a moment past the record: another replica's claim whose statement began
+                // before the row was committed must still find it taken (it did not: two
+                // upstream creations for one name, ReplicaTests).
+                try? db.releaseCharacterName(input.name, holder: holder, keepMillis: CharacterNameClaim.keepAfterRecordMillis)
             }) { stored in
                 switch stored {
                 case .success:

@@ -188,7 +188,7 @@ final class SilentEndpoint: @unchecked Sendable {
     private var thread: Thread?
 
     init() throws {
-        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
         setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
@@ -208,6 +208,7 @@ final class SilentEndpoint: @unchecked Sendable {
         let t = Thread { [self] in
             while true {
                 let c = accept(fd, nil, nil)
+                if c >= 0 { _ = fcntl(c, F_SETFD, FD_CLOEXEC) }   // not inherited by spawned processes
                 if c < 0 { return }
                 let stop = state.withLock { s -> Bool in
                     if !s.stopped { s.accepted.append(c) }

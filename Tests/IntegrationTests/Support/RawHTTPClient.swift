@@ -56,7 +56,10 @@ enum RawHTTPClient {
     }
 
     static func connect(port: UInt16, timeoutMillis: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // Close-on-exec: tests run in parallel and spawn processes (Veil, nginx, PostgreSQL);
+        // a child that inherits this socket keeps the connection open after the test closes
+        // it (AttackTests' descriptor test saw Veil's slots never freed).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw RawHTTPError.connectFailed(errno) }
         var tv = timeval(tv_sec: timeoutMillis / 1000, tv_usec: (timeoutMillis % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

@@ -75,6 +75,7 @@ final class TLSFront: @unchecked Sendable {
     private func acceptLoop() {
         while !stopped.load(ordering: .relaxed) {
             let c = accept(listenFD, nil, nil)
+            if c >= 0 { _ = fcntl(c, F_SETFD, FD_CLOEXEC) }   // not inherited by spawned processes
             if c < 0 {
                 if errno == EINTR { continue }
                 return
