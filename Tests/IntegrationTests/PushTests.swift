@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import HTTPServer
+import HTTPWire
 import Sandbox
 import Store
 import Synchronization
@@ -539,5 +541,151 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(waitUntil(3) { dead.accepted >= 4 })
         let web = deliveries(h).filter { $0.team == "web" && $0.attempts > 0 }
         #expect(web.allSatisfy { $0.status == .pending && ($0.lastError ?? "").contains("timeout") }, "\(web.map { $0.lastError ?? "" })")
+    }
+}
+
+// MARK: - adversarial
+
+/// A webhook receiver that misbehaves on purpose: each request gets the next behaviour of its
+/// script (then `after`); every request is recorded.
+final class HostileReceiver: HTTPHandler, @unchecked Sendable {
+    enum Behaviour: Sendable {
+        case status(Int)
+        /// 3xx with a `Location` (to another receiver).
+        case redirect(Int, to: String)
+        /// 200 with a body of this many bytes.
+        case huge(Int)
+        /// The answer comes after this long.
+        case late(Int, status: Int)
+        /// Never answers.
+        case hang
+    }
+    private let state = Mutex<(script: [Behaviour], after: Behaviour, received: [String])>(([], .status(200), []))
+    private var server: LoopServer?
+    var port: UInt16 { server?.port ?? 0 }
+    var url: String { "http://127.0.0.1:\(port)/hooks" }
+    var received: [String] { state.withLock { $0.received } }
+
+    init(script: [Behaviour], after: Behaviour = .status(200)) { state.withLock { $0 = (script, after, []) } }
+    func start() throws { server = try LoopServer(self, loopID: 71, name: "hostile-receiver") }
+    func stop() { server?.stop() }
+
+    func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
+        let b: Behaviour = state.withLock { s in
+            s.received.append(String(decoding: request.body, as: UTF8.self))
+            return s.script.isEmpty ? s.after : s.script.removeFirst()
+        }
+        switch b {
+        case .status(let n): response.respond(status: n, headers: ["content-type": "text/plain"], body: Array("status \(n)".utf8))
+        case .redirect(let n, let to): response.respond(status: n, headers: ["location": to], body: [])
+        case .huge(let n): response.respond(status: 200, headers: ["content-type": "application/octet-stream"], body: [UInt8](repeating: 0x61, count: n))
+        case .late(let ms, let n):
+            request.loop.schedule(afterMillis: ms) { response.respond(status: n, headers: [:], body: Array("late".utf8)) }
+        case .hang: break
+        }
+    }
+}
+
+@Suite(.serialized) struct PushAttackTests {
+    /// A hostile upstream echoes the key in every text field it has (error message, moderation
+    /// text, URLs, `seconds`), raw and JSON-escaped: no event stream byte and no webhook byte
+    /// carries it.
+    @Test func anUpstreamEchoingTheKeyReachesNoStreamAndNoWebhook() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, extraYAML: pushWebhooksYAML(),
+                                teamsYAML: pushTeamsYAML(hookURL: hooks.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        let key = h.upstreamKey
+        let escaped = "\\u00" + String(key.utf8.first!, radix: 16) + String(key.dropFirst())
+        let failing = try createVideo(h, prompt: "echo one")
+        let blocked = try createVideo(h, prompt: "echo two")
+        for (id, body) in [
+            (failing, #"{"id":"@ID@","status":"failed","seconds":"\#(key)","error":{"message":"bad key \#(escaped) and \#(key)x"}}"#),
+            (blocked, #"{"id":"@ID@","status":"completed","progress":100,"quality":"\#(key)","url":"https://f.example/v.mp4?k=\#(key)","size":"https://f.example/w.mp4?k=\#(escaped)"}"#),
+        ] {
+            let up = String(id.dropFirst("video_".count))
+            h.sandbox.inject(.status(200, body: body.replacingOccurrences(of: "@ID@", with: up)), method: "GET", pathPrefix: "/v1/videos/\(up)", times: nil)
+        }
+        for id in [failing, blocked] {
+            let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+            defer { s.close() }
+            #expect(s.readToEnd() && s.ended)
+            #expect(s.events.last?.name == "video.failed", "\(s.events)")
+            let all = String(decoding: s.body.bytes, as: UTF8.self) + s.headText
+            #expect(!all.contains(key) && !all.contains(String(key.dropFirst())), "\(all)")
+            #expect(all.contains("[redacted]"))
+        }
+        #expect(waitUntil(15) { hooks.received.count == 2 })
+        #expect(hooks.received.allSatisfy { r in !r.text.contains(key) && r.headers.allSatisfy { !$0.key.contains(key) && !$0.value.contains(key) } })
+    }
+
+    /// Another team's video, an unknown id and hostile ids: the same 404, byte for byte (but the
+    /// request id), whatever the team or the id's shape.
+    @Test func anotherTeamsVideoAndHostileIDsLookUnknown() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 })
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "mine")
+        func normalized(_ r: RawResponse) -> String {
+            let headers = r.headers.filter { !["date", "x-request-id"].contains($0.0.lowercased()) }.map { "\($0.0.lowercased()): \($0.1)" }.sorted()
+            return "\(r.status)\n\(headers.joined(separator: "\n"))\n\(String(decoding: r.body, as: UTF8.self))"
+        }
+        let reference = normalized(try h.get("/v1/videos/video_zz99999/events"))
+        #expect(reference.hasPrefix("404"))
+        let hostile = ["/v1/videos/\(id)/events?x=1", "/v1/videos/video_\(String(repeating: "a", count: 65))/events",
+                       "/v1/videos/video_a%2F..%2Fb/events", "/v1/videos/video_%C3%A9t%C3%A9/events", "/v1/videos/vid%00eo_1/events",
+                       "/v1/videos/video_\(String(repeating: "a", count: 6_000))/events", "/v1/videos/VIDEO_1/events",
+                       "/v1/videos/%76ideo_1/events"]
+        for team in ["mobile", "limited"] {
+            #expect(normalized(try h.get("/v1/videos/\(id)/events", team: team)) == reference, "team \(team)")
+        }
+        for path in hostile.dropFirst() {
+            let r = try h.get(path)
+            #expect(normalized(r) == reference, "\(path.prefix(80)): \(r.status)")
+        }
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+    }
+
+    /// `?token=`: percent-encoded it works (and is never logged, encoded or not); with a header
+    /// too, the header decides; empty is a 401; never on another route, even a HEAD.
+    @Test func queryTokenEdgeCases() throws {
+        let token = VeilHarness.teamTokens["web"]!
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 1 },
+                                extraYAML: "cors:\n  allowed_origins: [\"https://app.example\"]\n  allow_query_token: true")
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "tokens")
+        let encoded = token.utf8.map { String(format: "%%%02X", $0) }.joined()
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events?token=\(encoded)", headers: [])
+        #expect(s.status == 200)
+        #expect(s.readToEnd())
+        s.close()
+        // A wrong header and a right query: the header decides.
+        let both = try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/events?token=\(token)",
+                                             headers: [("Authorization", "Bearer wrong")])
+        #expect(both.status == 401)
+        for q in ["token=", "token", "token=%20", "token=Bearer%20\(token)", "token=\(token)%00"] {
+            #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/events?\(q)").status == 401, "\(q)")
+        }
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/content?token=\(token)").status == 401)
+        usleep(1_300_000)
+        let lines = h.accessLog
+        #expect(!lines.isEmpty)
+        #expect(!lines.contains { $0.contains(token) || $0.contains(encoded) || $0.contains("token=") || $0.contains("%74%6F") }, "\(lines)")
+    }
+
+    /// HEAD on the events route answers the head and ends: it holds no stream, and the next
+    /// request on the same connection is answered.
+    @Test(.timeLimit(.minutes(1))) func aHeadRequestHoldsNoStream() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "heads", team: "limited")
+        let r = try RawHTTPClient.request(port: h.port, method: "HEAD", path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(r.status == 200)
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(s.status == 200, "the HEAD left the team's one slot free")
+        s.close()
     }
 }
