@@ -674,6 +674,51 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(!lines.contains { $0.contains(token) || $0.contains(encoded) || $0.contains("token=") || $0.contains("%74%6F") }, "\(lines)")
     }
 
+    /// A client that leaves while Veil is still looking the video up (a slow store) must not
+    /// leave a subscription, a counted stream, or the team's only stream slot behind.
+    @Test(.timeLimit(.minutes(1))) func aClientLeavingDuringTheLookupLeavesNothingBehind() throws {
+        let store = try SlowStoreTests.SlowStore(delayMillis: 400)
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"], backend: store)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "gone early", team: "limited")
+        for _ in 0..<3 {
+            let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+            let req = "GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["limited"]!)\r\n\r\n"
+            _ = RawHTTPClient.sendAll(fd, Array(req.utf8))
+            usleep(100_000)
+            close(fd)
+        }
+        usleep(1_500_000)
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+        #expect(h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0)
+        let next = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(next.status == 200, "the team's one stream slot was freed")
+        next.close()
+    }
+
+    /// Hundreds of clients connecting and hanging up at once (some after the head, some before):
+    /// no subscription, stream count or slot is left.
+    @Test(.timeLimit(.minutes(1))) func rapidConnectAndDisconnectLeaksNothing() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "churn")
+        let req = Array("GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\n\r\n".utf8)
+        for i in 0..<300 {
+            let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+            _ = RawHTTPClient.sendAll(fd, req)
+            if i % 3 == 1 { var b = [UInt8](repeating: 0, count: 512); _ = recv(fd, &b, b.count, 0) }
+            if i % 3 == 2 {
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+            }
+            close(fd)
+        }
+        #expect(waitUntil(5) { h.runtime.gateway.watcher.subscriberCount == 0 }, "\(h.runtime.gateway.watcher.subscriberCount) subscriptions left")
+        #expect(waitUntil(5) { h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        #expect(waitUntil(5) { metric(h, "veil_video_event_streams") == 0 })
+    }
+
     /// HEAD on the events route answers the head and ends: it holds no stream, and the next
     /// request on the same connection is answered.
     @Test(.timeLimit(.minutes(1))) func aHeadRequestHoldsNoStream() throws {

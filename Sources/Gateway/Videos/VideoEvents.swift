@@ -80,6 +80,10 @@ final class VideoEventStream {
 
     func start(_ record: VideoRecord) {
         videoID = record.id
+        // The client left while the video was looked up: its close callback has already fired
+        // (unset then) and will not fire again, so nothing may be started that only it would
+        // end. The exchange ends now and its stream slot goes back.
+        guard x.isOpen else { return x.abandon("client_closed") }
         x.sendHead(200, headers: ["content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                                   "x-accel-buffering": "no"])
         x.releaseAfterHead()
