@@ -621,6 +621,31 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(hooks.received.allSatisfy { r in !r.text.contains(key) && r.headers.allSatisfy { !$0.key.contains(key) && !$0.value.contains(key) } })
     }
 
+    /// The key changes (SIGHUP): a stream opened before the reload must redact the new key too,
+    /// since the watcher's polls (with the new configuration) are what it relays.
+    @Test func aStreamOpenedBeforeAKeyRotationRedactsTheNewKey() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 200", "watch_max_interval_ms: 200"],
+                                pollCacheMillis: 200)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "rotating")
+        let up = String(id.dropFirst("video_".count))
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 15_000)
+        defer { s.close() }
+        #expect(s.status == 200)
+        #expect(s.read { $0.events.count >= 1 })
+        let newKey = "sk-rotated-\(UUID().uuidString)-NEWKEY"
+        var cfg = h.runtime.config
+        cfg.upstream.apiKey = newKey
+        h.runtime.reload(cfg)
+        usleep(300_000)
+        h.sandbox.inject(.status(200, body: #"{"id":"\#(up)","status":"failed","error":{"message":"key \#(newKey) is wrong"}}"#),
+                         method: "GET", pathPrefix: "/v1/videos/\(up)", times: nil)
+        #expect(s.readToEnd() && s.ended)
+        #expect(s.events.last?.name == "video.failed")
+        let all = String(decoding: s.body.bytes, as: UTF8.self)
+        #expect(!all.contains(newKey), "\(all)")
+    }
+
     /// Another team's video, an unknown id and hostile ids: the same 404, byte for byte (but the
     /// request id), whatever the team or the id's shape.
     @Test func anotherTeamsVideoAndHostileIDsLookUnknown() throws {

@@ -156,8 +156,13 @@ final class VideoEventStream {
     }
 
     /// The object as the caller may see it: the upstream key never leaves, whatever came back.
+    /// The states come from the watcher's polls, made under the configuration current now, not
+    /// the one this (long-lived) stream started with: a key rotated since (SIGHUP) is redacted
+    /// too.
     private func redacted(_ o: VideoObject) -> [UInt8] {
-        KeyRedactor.redact(o.jsonBytes, secret: x.snapshot.apiKeyBytes)
+        let started = x.snapshot.apiKeyBytes, current = x.context.snapshot.apiKeyBytes
+        let once = KeyRedactor.redact(o.jsonBytes, secret: started)
+        return current == started ? once : KeyRedactor.redact(once, secret: current)
     }
 
     /// The one end: unsubscribed, the timer gone, the slot freed (the exchange's lease).
