@@ -758,4 +758,30 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(s.status == 200, "the HEAD left the team's one slot free")
         s.close()
     }
+
+    /// Receivers that redirect, answer a huge body, answer too late or hang: the redirect is
+    /// never followed (a failed attempt, retried), a huge 2xx is one delivery, the late and the
+    /// hung attempts end at `webhooks.timeout_ms` and are retried.
+    @Test(.timeLimit(.minutes(1))) func hostileReceiversAreBoundedAndNeverFollowed() throws {
+        let target = WebhookReceiver()
+        try target.start()
+        defer { target.stop() }
+        let hostile = HostileReceiver(script: [.redirect(307, to: target.url), .redirect(302, to: target.url), .late(2_500, status: 200), .hang,
+                                               .huge(8 * 1024 * 1024)], after: .status(200))
+        try hostile.start()
+        defer { hostile.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML().replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 1000"),
+                                teamsYAML: pushTeamsYAML(hookURL: hostile.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "hostile receiver")
+        #expect(waitUntil(30) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        let d = deliveries(h).first
+        #expect(d?.attempts == 5 && d?.lastStatus == 200, "\(String(describing: d))")
+        #expect(target.received.isEmpty, "a redirect was followed")
+        #expect(hostile.received.count == 5)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="status"}"#) == 2)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) == 2)
+        usleep(800_000)
+        #expect(hostile.received.count == 5, "nothing after the delivery")
+    }
 }
