@@ -784,4 +784,31 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         usleep(800_000)
         #expect(hostile.received.count == 5, "nothing after the delivery")
     }
+
+    /// HEAD on the events route over a kept-alive connection: the next request on the
+    /// connection is answered at once (the HEAD's answer is complete with its head), and the
+    /// HEAD holds no stream slot or subscription meanwhile.
+    @Test(.timeLimit(.minutes(1))) func aHeadOnAKeptAliveConnectionDoesNotBlockTheNext() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "heads again", team: "limited")
+        let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+        defer { close(fd) }
+        let auth = "Authorization: Bearer \(VeilHarness.teamTokens["limited"]!)\r\n"
+        _ = RawHTTPClient.sendAll(fd, Array("HEAD /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\n\(auth)\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        var got: [UInt8] = []
+        let t0 = RawHTTPClient.nowMillis()
+        while RawHTTPClient.nowMillis() - t0 < 2_500 {
+            var b = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &b, b.count, 0)
+            if n <= 0 { break }
+            got += b[0..<n]
+            if String(decoding: got, as: UTF8.self).components(separatedBy: "HTTP/1.1 200").count >= 3 { break }
+        }
+        let text = String(decoding: got, as: UTF8.self)
+        #expect(text.components(separatedBy: "HTTP/1.1 200").count == 3, "the request after the HEAD was not answered: \(text)")
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+        #expect(h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0)
+    }
 }

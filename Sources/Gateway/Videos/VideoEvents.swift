@@ -86,6 +86,9 @@ final class VideoEventStream {
         guard x.isOpen else { return x.abandon("client_closed") }
         x.sendHead(200, headers: ["content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                                   "x-accel-buffering": "no"])
+        // HEAD: the head is the whole answer. No stream, no subscription, no slot held: the
+        // connection's next request must not wait for the video's end.
+        if x.request.method == "HEAD" { return x.end() }
         x.releaseAfterHead()
         g.metrics.eventStreams.add(1, ordering: .relaxed)
         x.onClientGone { [self] in close(abandoned: true) }
