@@ -811,4 +811,31 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(h.runtime.gateway.watcher.subscriberCount == 0)
         #expect(h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0)
     }
+
+    /// Veil starts draining while a stream's video is still being looked up: that stream ends
+    /// at once too (like those already open), rather than holding the shutdown for its grace.
+    @Test(.timeLimit(.minutes(1))) func aStreamStartingWhileDrainingEndsAtOnce() throws {
+        let store = try SlowStoreTests.SlowStore(delayMillis: 500)
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 500"], backend: store)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "late to the party")
+        let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 3_000)
+        defer { close(fd) }
+        _ = RawHTTPClient.sendAll(fd, Array("GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\n\r\n".utf8))
+        #expect(waitUntil(3) { store.slowCalls.load(ordering: .relaxed) >= 1 })
+        h.runtime.server.beginDrain()
+        h.runtime.gateway.beginDrain()
+        let t0 = RawHTTPClient.nowMillis()
+        var got: [UInt8] = []
+        while RawHTTPClient.nowMillis() - t0 < 2_500 {
+            var b = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &b, b.count, 0)
+            if n <= 0 { break }
+            got += b[0..<n]
+            if String(decoding: got, as: UTF8.self).contains("\r\n0\r\n\r\n") { break }
+        }
+        let text = String(decoding: got, as: UTF8.self)
+        #expect(text.contains("\r\n0\r\n\r\n"), "the stream did not end after the drain began: \(text)")
+        #expect(waitUntil(2) { h.runtime.gateway.watcher.subscriberCount == 0 })
+    }
 }
