@@ -838,4 +838,61 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(text.contains("\r\n0\r\n\r\n"), "the stream did not end after the drain began: \(text)")
         #expect(waitUntil(2) { h.runtime.gateway.watcher.subscriberCount == 0 })
     }
+
+    /// A receiver that resets the connection (before any answer, then after a 2xx head): the
+    /// first is a failed attempt, retried; the second counts by its status, delivered.
+    @Test(.timeLimit(.minutes(1))) func aResettingReceiverIsRetriedAndA2xxHeadCounts() throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(sock, 16)
+        var out = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &out) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(sock, $0, &len) } }
+        let port = UInt16(bigEndian: out.sin_port)
+        let accepted = Atomic<Int>(0)
+        let server = Thread {
+            while true {
+                let c = accept(sock, nil, nil)
+                if c < 0 { return }
+                let n = accepted.add(1, ordering: .relaxed).newValue
+                var buf = [UInt8](repeating: 0, count: 65_536)
+                _ = recv(c, &buf, buf.count, 0)
+                if n >= 2 { _ = RawHTTPClient.sendAll(c, Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".utf8)) }
+                usleep(50_000)
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                close(c)
+            }
+        }
+        server.start()
+        defer { shutdown(sock, Int32(SHUT_RDWR)); close(sock) }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(), teamsYAML: pushTeamsYAML(hookURL: "http://127.0.0.1:\(port)/hooks"),
+                                videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "reset")
+        #expect(waitUntil(15) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        #expect(deliveries(h).first?.attempts == 2 && deliveries(h).first?.lastStatus == 200)
+        usleep(600_000)
+        #expect(accepted.load(ordering: .relaxed) == 2)
+    }
+
+    /// A video deleted while streams listen: they end (properly), their subscriptions go.
+    @Test(.timeLimit(.minutes(1))) func aVideoDeletedWhileStreamedEndsItsStreams() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 300"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "short-lived")
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+        defer { s.close() }
+        #expect(s.read { $0.events.count >= 1 })
+        #expect(try h.delete("/v1/videos/\(id)").status == 200)
+        #expect(s.readToEnd() && s.ended)
+        #expect(s.frames.comments.contains { $0.contains("deleted") })
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        #expect(try h.get("/v1/videos/\(id)/events").status == 404)
+    }
 }
