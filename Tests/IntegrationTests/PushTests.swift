@@ -559,6 +559,10 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         case late(Int, status: Int)
         /// Never answers.
         case hang
+        /// 200, then a chunked body of this many bytes.
+        case hugeChunked(Int)
+        /// 200, then one body byte every 100 ms, never ending.
+        case trickle
     }
     private let state = Mutex<(script: [Behaviour], after: Behaviour, received: [String])>(([], .status(200), []))
     private var server: LoopServer?
@@ -582,6 +586,19 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         case .late(let ms, let n):
             request.loop.schedule(afterMillis: ms) { response.respond(status: n, headers: [:], body: Array("late".utf8)) }
         case .hang: break
+        case .hugeChunked(let n):
+            response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "application/octet-stream"]))
+            let block = [UInt8](repeating: 0x62, count: 64 * 1024)
+            for _ in 0..<(n / block.count) { response.write(block) }
+            response.end()
+        case .trickle:
+            response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/plain"]))
+            func drip() {
+                guard response.isOpen else { return }
+                response.write([0x2E])
+                request.loop.schedule(afterMillis: 100) { drip() }
+            }
+            drip()
         }
     }
 }
@@ -879,6 +896,24 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(deliveries(h).first?.attempts == 2 && deliveries(h).first?.lastStatus == 200)
         usleep(600_000)
         #expect(accepted.load(ordering: .relaxed) == 2)
+    }
+
+    /// 2xx answers whose body is huge without a declared length, or never ends: each is one
+    /// delivery (the status decides), read no further than needed or `webhooks.timeout_ms`.
+    @Test(.timeLimit(.minutes(1))) func endlessOrUnboundedTwoHundredsAreOneDeliveryEach() throws {
+        let hostile = HostileReceiver(script: [.hugeChunked(16 * 1024 * 1024), .trickle], after: .status(500))
+        try hostile.start()
+        defer { hostile.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML().replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 1000"),
+                                teamsYAML: pushTeamsYAML(hookURL: hostile.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "chunked one")
+        #expect(waitUntil(10) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        _ = try createVideo(h, prompt: "trickled one")
+        #expect(waitUntil(10) { deliveries(h).count == 2 && deliveries(h).allSatisfy { $0.status == .delivered } }, "\(deliveries(h))")
+        #expect(deliveries(h).allSatisfy { $0.attempts == 1 && $0.lastStatus == 200 })
+        usleep(800_000)
+        #expect(hostile.received.count == 2, "nothing after the deliveries")
     }
 
     /// A video deleted while streams listen: they end (properly), their subscriptions go.
