@@ -930,4 +930,49 @@ final class HostileReceiver: HTTPHandler, @unchecked Sendable {
         #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
         #expect(try h.get("/v1/videos/\(id)/events").status == 404)
     }
+
+    /// A stream outlives neither its token's expiry nor the token's removal by a reload: it ends
+    /// within a heartbeat (a browser's query token leaks by design; revoking it must cut it off).
+    @Test(.timeLimit(.minutes(1))) func aStreamEndsWhenItsTokenExpiresOrIsRevoked() throws {
+        let token = VeilHarness.teamTokens["web"]!, other = VeilHarness.teamTokens["mobile"]!
+        let expires = Int(time(nil)) + 3
+        let teams = """
+        teams:
+          - name: web
+            tokens:
+              - sha256: "\(sha256Hex(token))"
+                expires_at: \(expires)
+          - name: mobile
+            tokens_sha256: ["\(sha256Hex(other))"]
+        """
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: teams,
+                                videosYAML: ["poll_after_ms: 500", "events_heartbeat_ms: 300"])
+        defer { h.stop() }
+        // Expiry.
+        let id = try createVideo(h, prompt: "until the token expires")
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 8_000)
+        defer { s.close() }
+        #expect(s.status == 200)
+        // Bounded reads: heartbeats keep a stream that never ends from timing out.
+        func ended(_ c: SSEClient, within ms: UInt64) -> Bool {
+            let t = RawHTTPClient.nowMillis()
+            return c.read { $0.ended || $0.closedByPeer || RawHTTPClient.nowMillis() - t > ms } && c.ended
+        }
+        #expect(ended(s, within: 6_000), "the stream outlived its token's expiry")
+        #expect(Int(time(nil)) <= expires + 2)
+        #expect(s.frames.comments.contains { $0.contains("token") })
+        // Revocation: the team's token is removed by a reload.
+        let mine = try createVideo(h, prompt: "until the token is revoked", team: "mobile")
+        let r = try SSEClient(port: h.port, path: "/v1/videos/\(mine)/events", headers: h.auth("mobile"), timeoutMillis: 8_000)
+        defer { r.close() }
+        #expect(r.read { $0.frames.comments.contains("keep-alive") })
+        var cfg = h.runtime.config
+        let i = try #require(cfg.teams.firstIndex { $0.name == "mobile" })
+        cfg.teams[i].tokens = []
+        let t0 = RawHTTPClient.nowMillis()
+        h.runtime.reload(cfg)
+        #expect(ended(r, within: 3_000), "the stream outlived its token's removal")
+        #expect(RawHTTPClient.nowMillis() - t0 < 2_000)
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+    }
 }

@@ -149,9 +149,22 @@ final class VideoEventStream {
         let every = x.snapshot.config.videos.eventsHeartbeatMillis
         heartbeat = x.context.loop.schedule(afterMillis: every) { [weak self] in
             guard let self, !self.ended else { return }
+            guard self.tokenStillValid() else {
+                self.write(VideoEventFrame.comment("the token is no longer valid"))
+                return self.close(abandoned: false)
+            }
             if self.x.isWritable { self.write(VideoEventFrame.comment("keep-alive")) }
             self.armHeartbeat()
         }
+    }
+
+    /// The token asked again under the configuration current now (at each heartbeat): a stream
+    /// outlives its token's expiry, or its removal by a reload, by at most one heartbeat.
+    private func tokenStillValid() -> Bool {
+        guard let auth = x.authorization, let team = x.team?.name else { return true }
+        let snap = x.context.snapshot
+        if case .team(let i) = Gateway.authenticate(auth, snap, x.context.verifiedTokens), snap.team(i).name == team { return true }
+        return false
     }
 
     private func write(_ bytes: [UInt8]) {
