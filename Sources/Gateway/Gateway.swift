@@ -131,7 +131,9 @@ public final class Gateway: HTTPHandler, @unchecked Sendable {
                 authorization = "Bearer " + token
             }
             switch Gateway.authenticate(authorization, x.snapshot, ctx.verifiedTokens) {
-            case .team(let i): x.teamIndex = i
+            case .team(let i):
+                x.teamIndex = i
+                if case .found(let r, _) = match, r.acceptsQueryToken { x.authorization = authorization }
             case .expired: x.fail(.tokenExpired); return .answered
             case .missing, .invalid: x.fail(.unauthorized); return .answered
             }

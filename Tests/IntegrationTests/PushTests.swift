@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import HTTPServer
+import HTTPWire
 import Sandbox
 import Store
 import Synchronization
@@ -539,5 +541,438 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(waitUntil(3) { dead.accepted >= 4 })
         let web = deliveries(h).filter { $0.team == "web" && $0.attempts > 0 }
         #expect(web.allSatisfy { $0.status == .pending && ($0.lastError ?? "").contains("timeout") }, "\(web.map { $0.lastError ?? "" })")
+    }
+}
+
+// MARK: - adversarial
+
+/// A webhook receiver that misbehaves on purpose: each request gets the next behaviour of its
+/// script (then `after`); every request is recorded.
+final class HostileReceiver: HTTPHandler, @unchecked Sendable {
+    enum Behaviour: Sendable {
+        case status(Int)
+        /// 3xx with a `Location` (to another receiver).
+        case redirect(Int, to: String)
+        /// 200 with a body of this many bytes.
+        case huge(Int)
+        /// The answer comes after this long.
+        case late(Int, status: Int)
+        /// Never answers.
+        case hang
+        /// 200, then a chunked body of this many bytes.
+        case hugeChunked(Int)
+        /// 200, then one body byte every 100 ms, never ending.
+        case trickle
+    }
+    private let state = Mutex<(script: [Behaviour], after: Behaviour, received: [String])>(([], .status(200), []))
+    private var server: LoopServer?
+    var port: UInt16 { server?.port ?? 0 }
+    var url: String { "http://127.0.0.1:\(port)/hooks" }
+    var received: [String] { state.withLock { $0.received } }
+
+    init(script: [Behaviour], after: Behaviour = .status(200)) { state.withLock { $0 = (script, after, []) } }
+    func start() throws { server = try LoopServer(self, loopID: 71, name: "hostile-receiver") }
+    func stop() { server?.stop() }
+
+    func handle(_ request: HTTPRequest, _ response: HTTPResponder) {
+        let b: Behaviour = state.withLock { s in
+            s.received.append(String(decoding: request.body, as: UTF8.self))
+            return s.script.isEmpty ? s.after : s.script.removeFirst()
+        }
+        switch b {
+        case .status(let n): response.respond(status: n, headers: ["content-type": "text/plain"], body: Array("status \(n)".utf8))
+        case .redirect(let n, let to): response.respond(status: n, headers: ["location": to], body: [])
+        case .huge(let n): response.respond(status: 200, headers: ["content-type": "application/octet-stream"], body: [UInt8](repeating: 0x61, count: n))
+        case .late(let ms, let n):
+            request.loop.schedule(afterMillis: ms) { response.respond(status: n, headers: [:], body: Array("late".utf8)) }
+        case .hang: break
+        case .hugeChunked(let n):
+            response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "application/octet-stream"]))
+            let block = [UInt8](repeating: 0x62, count: 64 * 1024)
+            for _ in 0..<(n / block.count) { response.write(block) }
+            response.end()
+        case .trickle:
+            response.sendHead(HTTPResponseHead(status: 200, headers: ["content-type": "text/plain"]))
+            func drip() {
+                guard response.isOpen else { return }
+                response.write([0x2E])
+                request.loop.schedule(afterMillis: 100) { drip() }
+            }
+            drip()
+        }
+    }
+}
+
+@Suite(.serialized) struct PushAttackTests {
+    /// A hostile upstream echoes the key in every text field it has (error message, moderation
+    /// text, URLs, `seconds`), raw and JSON-escaped: no event stream byte and no webhook byte
+    /// carries it.
+    @Test func anUpstreamEchoingTheKeyReachesNoStreamAndNoWebhook() throws {
+        let hooks = WebhookReceiver()
+        try hooks.start()
+        defer { hooks.stop() }
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, extraYAML: pushWebhooksYAML(),
+                                teamsYAML: pushTeamsYAML(hookURL: hooks.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        let key = h.upstreamKey
+        let escaped = "\\u00" + String(key.utf8.first!, radix: 16) + String(key.dropFirst())
+        let failing = try createVideo(h, prompt: "echo one")
+        let blocked = try createVideo(h, prompt: "echo two")
+        for (id, body) in [
+            (failing, #"{"id":"@ID@","status":"failed","seconds":"\#(key)","error":{"message":"bad key \#(escaped) and \#(key)x"}}"#),
+            (blocked, #"{"id":"@ID@","status":"completed","progress":100,"quality":"\#(key)","url":"https://f.example/v.mp4?k=\#(key)","size":"https://f.example/w.mp4?k=\#(escaped)"}"#),
+        ] {
+            let up = String(id.dropFirst("video_".count))
+            h.sandbox.inject(.status(200, body: body.replacingOccurrences(of: "@ID@", with: up)), method: "GET", pathPrefix: "/v1/videos/\(up)", times: nil)
+        }
+        for id in [failing, blocked] {
+            let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+            defer { s.close() }
+            #expect(s.readToEnd() && s.ended)
+            #expect(s.events.last?.name == "video.failed", "\(s.events)")
+            let all = String(decoding: s.body.bytes, as: UTF8.self) + s.headText
+            #expect(!all.contains(key) && !all.contains(String(key.dropFirst())), "\(all)")
+            #expect(all.contains("[redacted]"))
+        }
+        #expect(waitUntil(15) { hooks.received.count == 2 })
+        #expect(hooks.received.allSatisfy { r in !r.text.contains(key) && r.headers.allSatisfy { !$0.key.contains(key) && !$0.value.contains(key) } })
+    }
+
+    /// The key changes (SIGHUP): a stream opened before the reload must redact the new key too,
+    /// since the watcher's polls (with the new configuration) are what it relays.
+    @Test func aStreamOpenedBeforeAKeyRotationRedactsTheNewKey() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 200", "watch_max_interval_ms: 200"],
+                                pollCacheMillis: 200)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "rotating")
+        let up = String(id.dropFirst("video_".count))
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 15_000)
+        defer { s.close() }
+        #expect(s.status == 200)
+        #expect(s.read { $0.events.count >= 1 })
+        let newKey = "sk-rotated-\(UUID().uuidString)-NEWKEY"
+        var cfg = h.runtime.config
+        cfg.upstream.apiKey = newKey
+        h.runtime.reload(cfg)
+        usleep(300_000)
+        h.sandbox.inject(.status(200, body: #"{"id":"\#(up)","status":"failed","error":{"message":"key \#(newKey) is wrong"}}"#),
+                         method: "GET", pathPrefix: "/v1/videos/\(up)", times: nil)
+        #expect(s.readToEnd() && s.ended)
+        #expect(s.events.last?.name == "video.failed")
+        let all = String(decoding: s.body.bytes, as: UTF8.self)
+        #expect(!all.contains(newKey), "\(all)")
+    }
+
+    /// Another team's video, an unknown id and hostile ids: the same 404, byte for byte (but the
+    /// request id), whatever the team or the id's shape.
+    @Test func anotherTeamsVideoAndHostileIDsLookUnknown() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 })
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "mine")
+        func normalized(_ r: RawResponse) -> String {
+            let headers = r.headers.filter { !["date", "x-request-id"].contains($0.0.lowercased()) }.map { "\($0.0.lowercased()): \($0.1)" }.sorted()
+            return "\(r.status)\n\(headers.joined(separator: "\n"))\n\(String(decoding: r.body, as: UTF8.self))"
+        }
+        let reference = normalized(try h.get("/v1/videos/video_zz99999/events"))
+        #expect(reference.hasPrefix("404"))
+        let hostile = ["/v1/videos/\(id)/events?x=1", "/v1/videos/video_\(String(repeating: "a", count: 65))/events",
+                       "/v1/videos/video_a%2F..%2Fb/events", "/v1/videos/video_%C3%A9t%C3%A9/events", "/v1/videos/vid%00eo_1/events",
+                       "/v1/videos/video_\(String(repeating: "a", count: 6_000))/events", "/v1/videos/VIDEO_1/events",
+                       "/v1/videos/%76ideo_1/events"]
+        for team in ["mobile", "limited"] {
+            #expect(normalized(try h.get("/v1/videos/\(id)/events", team: team)) == reference, "team \(team)")
+        }
+        for path in hostile.dropFirst() {
+            let r = try h.get(path)
+            #expect(normalized(r) == reference, "\(path.prefix(80)): \(r.status)")
+        }
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+    }
+
+    /// `?token=`: percent-encoded it works (and is never logged, encoded or not); with a header
+    /// too, the header decides; empty is a 401; never on another route, even a HEAD.
+    @Test func queryTokenEdgeCases() throws {
+        let token = VeilHarness.teamTokens["web"]!
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 1 },
+                                extraYAML: "cors:\n  allowed_origins: [\"https://app.example\"]\n  allow_query_token: true")
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "tokens")
+        let encoded = token.utf8.map { String(format: "%%%02X", $0) }.joined()
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events?token=\(encoded)", headers: [])
+        #expect(s.status == 200)
+        #expect(s.readToEnd())
+        s.close()
+        // A wrong header and a right query: the header decides.
+        let both = try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/events?token=\(token)",
+                                             headers: [("Authorization", "Bearer wrong")])
+        #expect(both.status == 401)
+        for q in ["token=", "token", "token=%20", "token=Bearer%20\(token)", "token=\(token)%00"] {
+            #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/events?\(q)").status == 401, "\(q)")
+        }
+        #expect(try RawHTTPClient.request(port: h.port, method: "GET", path: "/v1/videos/\(id)/content?token=\(token)").status == 401)
+        usleep(1_300_000)
+        let lines = h.accessLog
+        #expect(!lines.isEmpty)
+        #expect(!lines.contains { $0.contains(token) || $0.contains(encoded) || $0.contains("token=") || $0.contains("%74%6F") }, "\(lines)")
+    }
+
+    /// A client that leaves while Veil is still looking the video up (a slow store) must not
+    /// leave a subscription, a counted stream, or the team's only stream slot behind.
+    @Test(.timeLimit(.minutes(1))) func aClientLeavingDuringTheLookupLeavesNothingBehind() throws {
+        let store = try SlowStoreTests.SlowStore(delayMillis: 400)
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"], backend: store)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "gone early", team: "limited")
+        for _ in 0..<3 {
+            let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+            let req = "GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["limited"]!)\r\n\r\n"
+            _ = RawHTTPClient.sendAll(fd, Array(req.utf8))
+            usleep(100_000)
+            close(fd)
+        }
+        usleep(1_500_000)
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+        #expect(h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0)
+        let next = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(next.status == 200, "the team's one stream slot was freed")
+        next.close()
+    }
+
+    /// Hundreds of clients connecting and hanging up at once (some after the head, some before):
+    /// no subscription, stream count or slot is left.
+    @Test(.timeLimit(.minutes(1))) func rapidConnectAndDisconnectLeaksNothing() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "churn")
+        let req = Array("GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\n\r\n".utf8)
+        for i in 0..<300 {
+            let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+            _ = RawHTTPClient.sendAll(fd, req)
+            if i % 3 == 1 { var b = [UInt8](repeating: 0, count: 512); _ = recv(fd, &b, b.count, 0) }
+            if i % 3 == 2 {
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+            }
+            close(fd)
+        }
+        #expect(waitUntil(5) { h.runtime.gateway.watcher.subscriberCount == 0 }, "\(h.runtime.gateway.watcher.subscriberCount) subscriptions left")
+        #expect(waitUntil(5) { h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        #expect(waitUntil(5) { metric(h, "veil_video_event_streams") == 0 })
+    }
+
+    /// HEAD on the events route answers the head and ends: it holds no stream, and the next
+    /// request on the same connection is answered.
+    @Test(.timeLimit(.minutes(1))) func aHeadRequestHoldsNoStream() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "heads", team: "limited")
+        let r = try RawHTTPClient.request(port: h.port, method: "HEAD", path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(r.status == 200)
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth("limited"))
+        #expect(s.status == 200, "the HEAD left the team's one slot free")
+        s.close()
+    }
+
+    /// Receivers that redirect, answer a huge body, answer too late or hang: the redirect is
+    /// never followed (a failed attempt, retried), a huge 2xx is one delivery, the late and the
+    /// hung attempts end at `webhooks.timeout_ms` and are retried.
+    @Test(.timeLimit(.minutes(1))) func hostileReceiversAreBoundedAndNeverFollowed() throws {
+        let target = WebhookReceiver()
+        try target.start()
+        defer { target.stop() }
+        let hostile = HostileReceiver(script: [.redirect(307, to: target.url), .redirect(302, to: target.url), .late(2_500, status: 200), .hang,
+                                               .huge(8 * 1024 * 1024)], after: .status(200))
+        try hostile.start()
+        defer { hostile.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML().replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 1000"),
+                                teamsYAML: pushTeamsYAML(hookURL: hostile.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "hostile receiver")
+        #expect(waitUntil(30) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        let d = deliveries(h).first
+        #expect(d?.attempts == 5 && d?.lastStatus == 200, "\(String(describing: d))")
+        #expect(target.received.isEmpty, "a redirect was followed")
+        #expect(hostile.received.count == 5)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="status"}"#) == 2)
+        #expect(metric(h, #"veil_webhook_failures_total{reason="timeout"}"#) == 2)
+        usleep(800_000)
+        #expect(hostile.received.count == 5, "nothing after the delivery")
+    }
+
+    /// HEAD on the events route over a kept-alive connection: the next request on the
+    /// connection is answered at once (the HEAD's answer is complete with its head), and the
+    /// HEAD holds no stream slot or subscription meanwhile.
+    @Test(.timeLimit(.minutes(1))) func aHeadOnAKeptAliveConnectionDoesNotBlockTheNext() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: pushTeamsYAML(hookURL: nil),
+                                videosYAML: ["poll_after_ms: 500"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "heads again", team: "limited")
+        let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 2_000)
+        defer { close(fd) }
+        let auth = "Authorization: Bearer \(VeilHarness.teamTokens["limited"]!)\r\n"
+        _ = RawHTTPClient.sendAll(fd, Array("HEAD /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\n\(auth)\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        var got: [UInt8] = []
+        let t0 = RawHTTPClient.nowMillis()
+        while RawHTTPClient.nowMillis() - t0 < 2_500 {
+            var b = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &b, b.count, 0)
+            if n <= 0 { break }
+            got += b[0..<n]
+            if String(decoding: got, as: UTF8.self).components(separatedBy: "HTTP/1.1 200").count >= 3 { break }
+        }
+        let text = String(decoding: got, as: UTF8.self)
+        #expect(text.components(separatedBy: "HTTP/1.1 200").count == 3, "the request after the HEAD was not answered: \(text)")
+        #expect(h.runtime.gateway.watcher.subscriberCount == 0)
+        #expect(h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0)
+    }
+
+    /// Veil starts draining while a stream's video is still being looked up: that stream ends
+    /// at once too (like those already open), rather than holding the shutdown for its grace.
+    @Test(.timeLimit(.minutes(1))) func aStreamStartingWhileDrainingEndsAtOnce() throws {
+        let store = try SlowStoreTests.SlowStore(delayMillis: 500)
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 500"], backend: store)
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "late to the party")
+        let fd = try RawHTTPClient.connect(port: h.port, timeoutMillis: 3_000)
+        defer { close(fd) }
+        _ = RawHTTPClient.sendAll(fd, Array("GET /v1/videos/\(id)/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(VeilHarness.teamTokens["web"]!)\r\n\r\n".utf8))
+        #expect(waitUntil(3) { store.slowCalls.load(ordering: .relaxed) >= 1 })
+        h.runtime.server.beginDrain()
+        h.runtime.gateway.beginDrain()
+        let t0 = RawHTTPClient.nowMillis()
+        var got: [UInt8] = []
+        while RawHTTPClient.nowMillis() - t0 < 2_500 {
+            var b = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &b, b.count, 0)
+            if n <= 0 { break }
+            got += b[0..<n]
+            if String(decoding: got, as: UTF8.self).contains("\r\n0\r\n\r\n") { break }
+        }
+        let text = String(decoding: got, as: UTF8.self)
+        #expect(text.contains("\r\n0\r\n\r\n"), "the stream did not end after the drain began: \(text)")
+        #expect(waitUntil(2) { h.runtime.gateway.watcher.subscriberCount == 0 })
+    }
+
+    /// A receiver that resets the connection (before any answer, then after a 2xx head): the
+    /// first is a failed attempt, retried; the second counts by its status, delivered.
+    @Test(.timeLimit(.minutes(1))) func aResettingReceiverIsRetriedAndA2xxHeadCounts() throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(sock, 16)
+        var out = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &out) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(sock, $0, &len) } }
+        let port = UInt16(bigEndian: out.sin_port)
+        let accepted = Atomic<Int>(0)
+        let server = Thread {
+            while true {
+                let c = accept(sock, nil, nil)
+                if c < 0 { return }
+                let n = accepted.add(1, ordering: .relaxed).newValue
+                var buf = [UInt8](repeating: 0, count: 65_536)
+                _ = recv(c, &buf, buf.count, 0)
+                if n >= 2 { _ = RawHTTPClient.sendAll(c, Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".utf8)) }
+                usleep(50_000)
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                close(c)
+            }
+        }
+        server.start()
+        defer { shutdown(sock, Int32(SHUT_RDWR)); close(sock) }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML(), teamsYAML: pushTeamsYAML(hookURL: "http://127.0.0.1:\(port)/hooks"),
+                                videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "reset")
+        #expect(waitUntil(15) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        #expect(deliveries(h).first?.attempts == 2 && deliveries(h).first?.lastStatus == 200)
+        usleep(600_000)
+        #expect(accepted.load(ordering: .relaxed) == 2)
+    }
+
+    /// 2xx answers whose body is huge without a declared length, or never ends: each is one
+    /// delivery (the status decides), read no further than needed or `webhooks.timeout_ms`.
+    @Test(.timeLimit(.minutes(1))) func endlessOrUnboundedTwoHundredsAreOneDeliveryEach() throws {
+        let hostile = HostileReceiver(script: [.hugeChunked(16 * 1024 * 1024), .trickle], after: .status(500))
+        try hostile.start()
+        defer { hostile.stop() }
+        let h = try VeilHarness(extraYAML: pushWebhooksYAML().replacingOccurrences(of: "timeout_ms: 3000", with: "timeout_ms: 1000"),
+                                teamsYAML: pushTeamsYAML(hookURL: hostile.url), videosYAML: ["poll_after_ms: 200"], pollCacheMillis: 200)
+        defer { h.stop() }
+        _ = try createVideo(h, prompt: "chunked one")
+        #expect(waitUntil(10) { deliveries(h).first?.status == .delivered }, "\(deliveries(h))")
+        _ = try createVideo(h, prompt: "trickled one")
+        #expect(waitUntil(10) { deliveries(h).count == 2 && deliveries(h).allSatisfy { $0.status == .delivered } }, "\(deliveries(h))")
+        #expect(deliveries(h).allSatisfy { $0.attempts == 1 && $0.lastStatus == 200 })
+        usleep(800_000)
+        #expect(hostile.received.count == 2, "nothing after the deliveries")
+    }
+
+    /// A video deleted while streams listen: they end (properly), their subscriptions go.
+    @Test(.timeLimit(.minutes(1))) func aVideoDeletedWhileStreamedEndsItsStreams() throws {
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, videosYAML: ["poll_after_ms: 300"])
+        defer { h.stop() }
+        let id = try createVideo(h, prompt: "short-lived")
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth())
+        defer { s.close() }
+        #expect(s.read { $0.events.count >= 1 })
+        #expect(try h.delete("/v1/videos/\(id)").status == 200)
+        #expect(s.readToEnd() && s.ended)
+        #expect(s.frames.comments.contains { $0.contains("deleted") })
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
+        #expect(try h.get("/v1/videos/\(id)/events").status == 404)
+    }
+
+    /// A stream outlives neither its token's expiry nor the token's removal by a reload: it ends
+    /// within a heartbeat (a browser's query token leaks by design; revoking it must cut it off).
+    @Test(.timeLimit(.minutes(1))) func aStreamEndsWhenItsTokenExpiresOrIsRevoked() throws {
+        let token = VeilHarness.teamTokens["web"]!, other = VeilHarness.teamTokens["mobile"]!
+        let expires = Int(time(nil)) + 3
+        let teams = """
+        teams:
+          - name: web
+            tokens:
+              - sha256: "\(sha256Hex(token))"
+                expires_at: \(expires)
+          - name: mobile
+            tokens_sha256: ["\(sha256Hex(other))"]
+        """
+        let h = try VeilHarness(sandboxTweak: { $0.videoPollsToComplete = 100_000 }, teamsYAML: teams,
+                                videosYAML: ["poll_after_ms: 500", "events_heartbeat_ms: 300"])
+        defer { h.stop() }
+        // Expiry.
+        let id = try createVideo(h, prompt: "until the token expires")
+        let s = try SSEClient(port: h.port, path: "/v1/videos/\(id)/events", headers: h.auth(), timeoutMillis: 8_000)
+        defer { s.close() }
+        #expect(s.status == 200)
+        // Bounded reads: heartbeats keep a stream that never ends from timing out.
+        func ended(_ c: SSEClient, within ms: UInt64) -> Bool {
+            let t = RawHTTPClient.nowMillis()
+            return c.read { $0.ended || $0.closedByPeer || RawHTTPClient.nowMillis() - t > ms } && c.ended
+        }
+        #expect(ended(s, within: 6_000), "the stream outlived its token's expiry")
+        #expect(Int(time(nil)) <= expires + 2)
+        #expect(s.frames.comments.contains { $0.contains("token") })
+        // Revocation: the team's token is removed by a reload.
+        let mine = try createVideo(h, prompt: "until the token is revoked", team: "mobile")
+        let r = try SSEClient(port: h.port, path: "/v1/videos/\(mine)/events", headers: h.auth("mobile"), timeoutMillis: 8_000)
+        defer { r.close() }
+        #expect(r.read { $0.frames.comments.contains("keep-alive") })
+        var cfg = h.runtime.config
+        let i = try #require(cfg.teams.firstIndex { $0.name == "mobile" })
+        cfg.teams[i].tokens = []
+        let t0 = RawHTTPClient.nowMillis()
+        h.runtime.reload(cfg)
+        #expect(ended(r, within: 3_000), "the stream outlived its token's removal")
+        #expect(RawHTTPClient.nowMillis() - t0 < 2_000)
+        #expect(waitUntil(3) { h.runtime.gateway.watcher.subscriberCount == 0 && h.runtime.gateway.metrics.eventStreams.load(ordering: .relaxed) == 0 })
     }
 }

@@ -27,6 +27,9 @@ public final class Exchange {
     /// `Team` value itself is ~100 bytes, held by every open stream otherwise.
     public var teamIndex: Int?
     public var team: GatewayConfig.Team? { teamIndex.map { snapshot.team($0) } }
+    /// The credential presented (header or `?token=`), kept only on routes whose answer may
+    /// outlive it (event streams), which ask it again as they go.
+    var authorization: String?
     public let requestID: String
     /// The client as logs know it: the peer, or — behind a trusted proxy (`trusted_proxies`) —
     /// the address its `X-Forwarded-For` names (read at admission: the fields go once a stream starts).

@@ -80,8 +80,15 @@ final class VideoEventStream {
 
     func start(_ record: VideoRecord) {
         videoID = record.id
+        // The client left while the video was looked up: its close callback has already fired
+        // (unset then) and will not fire again, so nothing may be started that only it would
+        // end. The exchange ends now and its stream slot goes back.
+        guard x.isOpen else { return x.abandon("client_closed") }
         x.sendHead(200, headers: ["content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                                   "x-accel-buffering": "no"])
+        // HEAD: the head is the whole answer. No stream, no subscription, no slot held: the
+        // connection's next request must not wait for the video's end.
+        if x.request.method == "HEAD" { return x.end() }
         x.releaseAfterHead()
         g.metrics.eventStreams.add(1, ordering: .relaxed)
         x.onClientGone { [self] in close(abandoned: true) }
@@ -142,9 +149,22 @@ final class VideoEventStream {
         let every = x.snapshot.config.videos.eventsHeartbeatMillis
         heartbeat = x.context.loop.schedule(afterMillis: every) { [weak self] in
             guard let self, !self.ended else { return }
+            guard self.tokenStillValid() else {
+                self.write(VideoEventFrame.comment("the token is no longer valid"))
+                return self.close(abandoned: false)
+            }
             if self.x.isWritable { self.write(VideoEventFrame.comment("keep-alive")) }
             self.armHeartbeat()
         }
+    }
+
+    /// The token asked again under the configuration current now (at each heartbeat): a stream
+    /// outlives its token's expiry, or its removal by a reload, by at most one heartbeat.
+    private func tokenStillValid() -> Bool {
+        guard let auth = x.authorization, let team = x.team?.name else { return true }
+        let snap = x.context.snapshot
+        if case .team(let i) = Gateway.authenticate(auth, snap, x.context.verifiedTokens), snap.team(i).name == team { return true }
+        return false
     }
 
     private func write(_ bytes: [UInt8]) {
@@ -152,8 +172,13 @@ final class VideoEventStream {
     }
 
     /// The object as the caller may see it: the upstream key never leaves, whatever came back.
+    /// The states come from the watcher's polls, made under the configuration current now, not
+    /// the one this (long-lived) stream started with: a key rotated since (SIGHUP) is redacted
+    /// too.
     private func redacted(_ o: VideoObject) -> [UInt8] {
-        KeyRedactor.redact(o.jsonBytes, secret: x.snapshot.apiKeyBytes)
+        let started = x.snapshot.apiKeyBytes, current = x.context.snapshot.apiKeyBytes
+        let once = KeyRedactor.redact(o.jsonBytes, secret: started)
+        return current == started ? once : KeyRedactor.redact(once, secret: current)
     }
 
     /// The one end: unsubscribed, the timer gone, the slot freed (the exchange's lease).

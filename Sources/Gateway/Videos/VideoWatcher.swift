@@ -99,6 +99,8 @@ final class VideoWatcher: @unchecked Sendable {
         ctx.loop.execute { [self] in rescan(initial: true) }
     }
 
+    static let drainingReason = "Veil is shutting down; reconnect"
+
     /// Shutting down: streams end (their clients reconnect elsewhere), polling stops.
     func drain() {
         let everyone: [Subscriber] = state.withLock { s in
@@ -111,7 +113,7 @@ final class VideoWatcher: @unchecked Sendable {
             }
             return all
         }
-        tell(everyone, .gone(reason: "Veil is shutting down; reconnect"))
+        tell(everyone, .gone(reason: VideoWatcher.drainingReason))
     }
 
     private func rescan(initial: Bool) {
@@ -217,9 +219,13 @@ final class VideoWatcher: @unchecked Sendable {
 
     /// A stream starts listening to `record` (watched from now if it wasn't, whatever its age or
     /// `videos.watch`). Answers its token and the freshest state known, if newer than the store's.
+    /// While draining it is not added: `deliver` hears `.gone` at once, before this returns.
     func subscribe(_ record: VideoRecord, loop: EventLoop, deliver: @escaping (VideoWatchUpdate) -> Void) -> (token: UInt64, latest: VideoObject?) {
         var toSchedule: (loop: Int, generation: UInt64)?
-        let answer: (UInt64, VideoObject?) = state.withLock { s in
+        let answer: (UInt64, VideoObject?)? = state.withLock { s in
+            // Draining: `drain` has told every subscriber; one arriving later (its video was
+            // still being looked up) would never hear of the end and hold the shutdown.
+            if s.draining { return nil }
             s.nextID += 1
             let sub = Subscriber(id: s.nextID, loop: loop, deliver: deliver)
             if var e = s.entries[record.id] {
@@ -233,6 +239,10 @@ final class VideoWatcher: @unchecked Sendable {
             s.entries[record.id] = e
             if !s.draining { toSchedule = (e.loop, e.generation) }
             return (sub.id, nil)
+        }
+        guard let answer else {
+            deliver(.gone(reason: VideoWatcher.drainingReason))
+            return (0, nil)
         }
         // Nobody watched it: a first poll now (shared, as every poll).
         if let t = toSchedule { schedule(record.id, t.generation, onLoop: t.loop, afterMillis: 0) }

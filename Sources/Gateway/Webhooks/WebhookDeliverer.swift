@@ -150,7 +150,7 @@ final class WebhookDeliverer: @unchecked Sendable {
             finished(d, status: status, error: error, ctx, g)
         }
         // The transfer keeps its delegate (the attempt) alive until it finishes.
-        _ = ctx.upstream.start(request, delegate: a)
+        a.transfer = ctx.upstream.start(request, delegate: a)
     }
 
     /// The signed request of one attempt. Pure.
@@ -169,7 +169,9 @@ final class WebhookDeliverer: @unchecked Sendable {
         r.connectTimeoutMillis = min(cfg.timeoutMillis, 5_000)
         r.timeoutMillis = cfg.timeoutMillis
         r.stallTimeoutMillis = cfg.timeoutMillis
-        r.maxResponseBytes = maxAnswerBytes
+        // No `maxResponseBytes`: the transport refuses a declared length past it before the head
+        // reaches the delegate, so a 2xx with a large body would lose its status and be retried
+        // (delivered again and again). `WebhookAttempt` stops reading past `maxAnswerBytes`.
         r.receiveBufferBytes = 4 * 1024
         return r
     }
@@ -241,11 +243,18 @@ final class WebhookDeliverer: @unchecked Sendable {
 final class WebhookAttempt: UpstreamDelegate {
     private var status: Int?
     private var done: ((Int?, UpstreamError?) -> Void)?
+    private var answerBytes = 0
+    /// Its transfer, to stop it past `WebhookDeliverer.maxAnswerBytes` (the transfer owns the
+    /// attempt, not the other way round).
+    weak var transfer: UpstreamTransfer?
 
     init(_ done: @escaping (Int?, UpstreamError?) -> Void) { self.done = done }
 
     func upstreamDidReceiveHead(_ head: UpstreamResponseHead) { status = head.status }
-    func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {}
+    func upstreamDidReceive(_ bytes: UnsafeRawBufferPointer) {
+        answerBytes += bytes.count
+        if answerBytes > WebhookDeliverer.maxAnswerBytes { transfer?.cancel() }
+    }
 
     func upstreamDidFinish(_ error: UpstreamError?) {
         guard let d = done else { return }
