@@ -233,3 +233,46 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
         #expect(try again.claimWebhookDeliveries(holder: "next", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000).map(\.id) == ["evt_1"])
     }
 }
+
+/// A holder whose lease ran out settles a retry while another replica's claim is under way: the
+/// claim either came first (the late settle is ignored) or sees the retry and leaves the event
+/// alone until it is due — never both (a PostgreSQL claim that chose the row from a snapshot
+/// taken before the settle's commit must not take it once the settle has pushed it out).
+@Test(arguments: Backend.allCases) func aRetriedDeliveryIsNotClaimedBeforeItIsDue(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let early = Atomic<Int>(0), failures = Atomic<Int>(0)
+        for i in 1...150 {
+            let v = video(i, createdAt: now)
+            try first.insertVideo(v)
+            #expect(try first.recordVideoState(finished(v), event: event(i, video: v.id)))
+            let id = "evt_\(i)"
+            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id) == [id])
+            usleep(3_000)                                   // a's lease has run out
+            let done = Atomic<Bool>(false)
+            runThreads(4) { t in
+                do {
+                    if t == 0 {
+                        try first.settleWebhookDelivery(id: id, holder: "a", .retry(afterMillis: 600_000, status: 500, error: "HTTP 500"))
+                        usleep(2_000)
+                        done.store(true, ordering: .relaxed)
+                    } else {
+                        while !done.load(ordering: .relaxed) {
+                            let got = try second.claimWebhookDeliveries(holder: "b\(t)", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
+                            if let d = got.first(where: { $0.id == id }) {
+                                if d.attempts > 0 { early.add(1, ordering: .relaxed) }
+                                return
+                            }
+                        }
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                    done.store(true, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(early.load(ordering: .relaxed) == 0, "a delivery retried 10 minutes out was claimed at once")
+    }
+}
