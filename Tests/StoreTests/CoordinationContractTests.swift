@@ -222,3 +222,48 @@ private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now)
         #expect(stolen.load(ordering: .relaxed) == 0, "a racing store claimed a name already recorded")
     }
 }
+
+/// Two processes admit, confirm, finish and release videos at once: at no moment are more videos
+/// in flight (reservations plus unfinished videos) than `max_videos_in_flight`, and no more are
+/// created in a day than `videos_per_day`. The test's own count is incremented after a grant and
+/// decremented before the slot is freed, so it never runs ahead of the store's.
+@Test(arguments: Backend.allCases) func admissionStaysExactWhileVideosAreConfirmedAndFinished(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        let budget = VideoLimits(perDay: 120, inFlight: 3, inFlightMaxAgeSeconds: 3_600)
+        let inFlight = Atomic<Int>(0), most = Atomic<Int>(0), created = Atomic<Int>(0), failures = Atomic<Int>(0)
+        runThreads(8) { t in
+            let store = stores[t % 2]
+            for i in 0..<40 {
+                do {
+                    let id = "r-\(t)-\(i)"
+                    guard case .reserved = try store.reserveVideo(id: id, team: "team-a", limits: budget, now: now, expiresAt: now + 600) else { continue }
+                    let n = inFlight.add(1, ordering: .sequentiallyConsistent).newValue
+                    _ = most.max(n, ordering: .sequentiallyConsistent)
+                    if i % 4 == 3 {
+                        inFlight.subtract(1, ordering: .sequentiallyConsistent)
+                        try store.releaseVideoReservation(id: id)
+                        continue
+                    }
+                    let v = unfinished(1_000 * t + i)
+                    try store.confirmVideo(reservation: id, v)
+                    created.add(1, ordering: .relaxed)
+                    var done = v
+                    done.status = "completed"
+                    done.progress = 100
+                    inFlight.subtract(1, ordering: .sequentiallyConsistent)
+                    _ = try store.recordVideoState(done, event: nil)
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(most.load(ordering: .relaxed) <= 3, "more videos in flight than max_videos_in_flight")
+        #expect(created.load(ordering: .relaxed) <= 120, "more videos created than videos_per_day")
+        #expect(try first.reserveVideo(id: "last", team: "team-a", limits: budget, now: now, expiresAt: now + 600) != .reserved(id: "last")
+                || created.load(ordering: .relaxed) < 120)
+    }
+}
