@@ -267,3 +267,33 @@ private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now)
                 || created.load(ordering: .relaxed) < 120)
     }
 }
+
+/// When a poll claim's period or a name claim's time runs out, threads of two processes race to
+/// take it over: exactly one does, every round (a round takes far less than the 100 ms claim).
+@Test(arguments: Backend.allCases) func anExpiredPollOrNameClaimIsTakenOverOnce(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        try first.insertVideo(unfinished(1))
+        #expect(try first.claimVideoPoll(id: "video_1", periodMillis: 100) == .granted)
+        #expect(try first.claimCharacterName("Solo", holder: "a", ttlMillis: 100))
+        var rounds: [Int: Int] = [:]
+        let failures = Atomic<Int>(0)
+        for _ in 1...50 {
+            usleep(110_000)                              // both claims have run out
+            let polls = Atomic<Int>(0), names = Atomic<Int>(0)
+            runThreads(6) { t in
+                do {
+                    if try stores[t % 2].claimVideoPoll(id: "video_1", periodMillis: 100) == .granted { polls.add(1, ordering: .relaxed) }
+                    if try stores[t % 2].claimCharacterName("Solo", holder: "h\(t)", ttlMillis: 100) { names.add(1, ordering: .relaxed) }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+            rounds[10 * polls.load(ordering: .relaxed) + names.load(ordering: .relaxed), default: 0] += 1
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(rounds == [11: 50], "rounds by (poll grants × 10 + name grants)")
+    }
+}

@@ -323,3 +323,34 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
         #expect(clobbered.load(ordering: .relaxed) == 0, "an old holder's settle undid the new holder's claim")
     }
 }
+
+/// A delivery whose lease ran out is taken over by exactly one of the threads of two processes
+/// racing for it, every round (a round takes far less than the 100 ms lease).
+@Test(arguments: Backend.allCases) func anExpiredLeaseIsTakenOverByOneHolder(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        let v = video(1, createdAt: now)
+        try first.insertVideo(v)
+        #expect(try first.recordVideoState(finished(v), event: event(1, video: v.id)))
+        #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 100).map(\.id) == ["evt_1"])
+        var rounds: [Int: Int] = [:]
+        let failures = Atomic<Int>(0)
+        for _ in 1...50 {
+            usleep(110_000)                              // the lease has run out
+            let holders = Atomic<Int>(0)
+            runThreads(6) { t in
+                do {
+                    let got = try stores[t % 2].claimWebhookDeliveries(holder: "h\(t)", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 100)
+                    holders.add(got.count, ordering: .relaxed)
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+            rounds[holders.load(ordering: .relaxed), default: 0] += 1
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(rounds == [1: 50], "rounds by the number of holders")
+    }
+}
