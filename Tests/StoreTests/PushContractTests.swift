@@ -248,7 +248,7 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
             try first.insertVideo(v)
             #expect(try first.recordVideoState(finished(v), event: event(i, video: v.id)))
             let id = "evt_\(i)"
-            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id) == [id])
+            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id).contains(id))
             usleep(3_000)                                   // a's lease has run out
             let done = Atomic<Bool>(false)
             runThreads(4) { t in
@@ -291,8 +291,9 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
             try first.insertVideo(v)
             #expect(try first.recordVideoState(finished(v), event: event(i, video: v.id)))
             let id = "evt_\(i)"
-            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id) == [id])
-            usleep(3_000)                                   // a's lease has run out
+            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id).contains(id))
+            usleep(3_000)                                   // a's lease has run out (an earlier round's event released
+                                                            // late and not taken over may come along: only \(id) is raced)
             let done = Atomic<Bool>(false)
             let holder = Mutex<String?>(nil)
             runThreads(4) { t in
