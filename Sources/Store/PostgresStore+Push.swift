@@ -29,7 +29,10 @@ extension PostgresStore {
             VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, 'pending', 0, \(nowMillis))
             """
         /// One statement: the due rows (at most $3 per team, the teams of the array $4 left out,
-        /// oldest due first) claimed for $1 until now + $5.
+        /// oldest due first) claimed for $1 until now + $5. The UPDATE repeats every condition
+        /// that can change under it: READ COMMITTED re-checks only the UPDATE's own WHERE on the
+        /// row's newest version, so without `next_attempt_ms` a retry settled by a holder whose
+        /// lease had run out (committed after this statement's snapshot) was claimed at once.
         static let claim = """
             WITH t AS (SELECT \(nowMillis) AS ms), \
             due AS (SELECT id FROM (SELECT e.id, e.next_attempt_ms, \
@@ -38,7 +41,8 @@ extension PostgresStore {
             AND (e.claimed_until_ms IS NULL OR e.claimed_until_ms <= t.ms) AND e.team <> ALL ($4::text[])) x \
             WHERE rn <= $3::bigint ORDER BY next_attempt_ms, id LIMIT $2::bigint) \
             UPDATE webhook_events w SET claimed_by = $1::text, claimed_until_ms = t.ms + $5::bigint FROM t, due \
-            WHERE w.id = due.id AND w.status = 'pending' AND (w.claimed_until_ms IS NULL OR w.claimed_until_ms <= t.ms) \
+            WHERE w.id = due.id AND w.status = 'pending' AND w.next_attempt_ms <= t.ms \
+            AND (w.claimed_until_ms IS NULL OR w.claimed_until_ms <= t.ms) \
             RETURNING \(eventColumns.map { "w." + $0 }.joined(separator: ", "))
             """
         static let settleDelivered = """

@@ -222,3 +222,78 @@ private func unfinished(_ n: Int, team: String = "team-a", createdAt: Int = now)
         #expect(stolen.load(ordering: .relaxed) == 0, "a racing store claimed a name already recorded")
     }
 }
+
+/// Two processes admit, confirm, finish and release videos at once: at no moment are more videos
+/// in flight (reservations plus unfinished videos) than `max_videos_in_flight`, and no more are
+/// created in a day than `videos_per_day`. The test's own count is incremented after a grant and
+/// decremented before the slot is freed, so it never runs ahead of the store's.
+@Test(arguments: Backend.allCases) func admissionStaysExactWhileVideosAreConfirmedAndFinished(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        let budget = VideoLimits(perDay: 120, inFlight: 3, inFlightMaxAgeSeconds: 3_600)
+        let inFlight = Atomic<Int>(0), most = Atomic<Int>(0), created = Atomic<Int>(0), failures = Atomic<Int>(0)
+        runThreads(8) { t in
+            let store = stores[t % 2]
+            for i in 0..<40 {
+                do {
+                    let id = "r-\(t)-\(i)"
+                    guard case .reserved = try store.reserveVideo(id: id, team: "team-a", limits: budget, now: now, expiresAt: now + 600) else { continue }
+                    let n = inFlight.add(1, ordering: .sequentiallyConsistent).newValue
+                    _ = most.max(n, ordering: .sequentiallyConsistent)
+                    if i % 4 == 3 {
+                        inFlight.subtract(1, ordering: .sequentiallyConsistent)
+                        try store.releaseVideoReservation(id: id)
+                        continue
+                    }
+                    let v = unfinished(1_000 * t + i)
+                    try store.confirmVideo(reservation: id, v)
+                    created.add(1, ordering: .relaxed)
+                    var done = v
+                    done.status = "completed"
+                    done.progress = 100
+                    inFlight.subtract(1, ordering: .sequentiallyConsistent)
+                    _ = try store.recordVideoState(done, event: nil)
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(most.load(ordering: .relaxed) <= 3, "more videos in flight than max_videos_in_flight")
+        #expect(created.load(ordering: .relaxed) <= 120, "more videos created than videos_per_day")
+        #expect(try first.reserveVideo(id: "last", team: "team-a", limits: budget, now: now, expiresAt: now + 600) != .reserved(id: "last")
+                || created.load(ordering: .relaxed) < 120)
+    }
+}
+
+/// When a poll claim's period or a name claim's time runs out, threads of two processes race to
+/// take it over: exactly one does, every round (a round takes far less than the 100 ms claim).
+@Test(arguments: Backend.allCases) func anExpiredPollOrNameClaimIsTakenOverOnce(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        try first.insertVideo(unfinished(1))
+        #expect(try first.claimVideoPoll(id: "video_1", periodMillis: 100) == .granted)
+        #expect(try first.claimCharacterName("Solo", holder: "a", ttlMillis: 100))
+        var rounds: [Int: Int] = [:]
+        let failures = Atomic<Int>(0)
+        for _ in 1...50 {
+            usleep(110_000)                              // both claims have run out
+            let polls = Atomic<Int>(0), names = Atomic<Int>(0)
+            runThreads(6) { t in
+                do {
+                    if try stores[t % 2].claimVideoPoll(id: "video_1", periodMillis: 100) == .granted { polls.add(1, ordering: .relaxed) }
+                    if try stores[t % 2].claimCharacterName("Solo", holder: "h\(t)", ttlMillis: 100) { names.add(1, ordering: .relaxed) }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+            rounds[10 * polls.load(ordering: .relaxed) + names.load(ordering: .relaxed), default: 0] += 1
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(rounds == [11: 50], "rounds by (poll grants × 10 + name grants)")
+    }
+}

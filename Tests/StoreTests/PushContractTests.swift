@@ -233,3 +233,125 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
         #expect(try again.claimWebhookDeliveries(holder: "next", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000).map(\.id) == ["evt_1"])
     }
 }
+
+/// A holder whose lease ran out settles a retry while another replica's claim is under way: the
+/// claim either came first (the late settle is ignored) or sees the retry and leaves the event
+/// alone until it is due — never both (a PostgreSQL claim that chose the row from a snapshot
+/// taken before the settle's commit must not take it once the settle has pushed it out).
+@Test(arguments: Backend.allCases) func aRetriedDeliveryIsNotClaimedBeforeItIsDue(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let early = Atomic<Int>(0), failures = Atomic<Int>(0)
+        for i in 1...150 {
+            let v = video(i, createdAt: now)
+            try first.insertVideo(v)
+            #expect(try first.recordVideoState(finished(v), event: event(i, video: v.id)))
+            let id = "evt_\(i)"
+            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id).contains(id))
+            usleep(3_000)                                   // a's lease has run out
+            let done = Atomic<Bool>(false)
+            runThreads(4) { t in
+                do {
+                    if t == 0 {
+                        try first.settleWebhookDelivery(id: id, holder: "a", .retry(afterMillis: 600_000, status: 500, error: "HTTP 500"))
+                        usleep(2_000)
+                        done.store(true, ordering: .relaxed)
+                    } else {
+                        while !done.load(ordering: .relaxed) {
+                            let got = try second.claimWebhookDeliveries(holder: "b\(t)", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
+                            if let d = got.first(where: { $0.id == id }) {
+                                if d.attempts > 0 { early.add(1, ordering: .relaxed) }
+                                return
+                            }
+                        }
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                    done.store(true, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(early.load(ordering: .relaxed) == 0, "a delivery retried 10 minutes out was claimed at once")
+    }
+}
+
+/// A holder whose lease ran out settles (a retry, a give-up or a release) while another replica
+/// takes the event over: once the new holder has it, the old holder's settle changes nothing, so
+/// the new holder's own settle is what the outbox records.
+@Test(arguments: Backend.allCases) func aLateSettleNeverClobbersTheNewHolder(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let clobbered = Atomic<Int>(0), takeovers = Atomic<Int>(0), failures = Atomic<Int>(0)
+        let outcomes: [WebhookAttemptOutcome] = [.retry(afterMillis: 0, status: 500, error: "old"), .failed(status: 500, error: "old"), .released]
+        for i in 1...150 {
+            let v = video(i, createdAt: now)
+            try first.insertVideo(v)
+            #expect(try first.recordVideoState(finished(v), event: event(i, video: v.id)))
+            let id = "evt_\(i)"
+            #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 1).map(\.id).contains(id))
+            usleep(3_000)                                   // a's lease has run out (an earlier round's event released
+                                                            // late and not taken over may come along: only \(id) is raced)
+            let done = Atomic<Bool>(false)
+            let holder = Mutex<String?>(nil)
+            runThreads(4) { t in
+                do {
+                    if t == 0 {
+                        try first.settleWebhookDelivery(id: id, holder: "a", outcomes[i % outcomes.count])
+                        usleep(2_000)
+                        done.store(true, ordering: .relaxed)
+                    } else {
+                        while !done.load(ordering: .relaxed) {
+                            let got = try second.claimWebhookDeliveries(holder: "b\(t)", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
+                            if got.contains(where: { $0.id == id }) { holder.withLock { $0 = "b\(t)" }; return }
+                        }
+                    }
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                    done.store(true, ordering: .relaxed)
+                }
+            }
+            guard let b = holder.withLock({ $0 }) else { continue }
+            takeovers.add(1, ordering: .relaxed)
+            try second.settleWebhookDelivery(id: id, holder: b, .failed(status: 410, error: "new"))
+            let stored = try first.webhookDeliveries(status: nil, limit: 1_000).first { $0.id == id }
+            if stored?.status != .failed || stored?.lastError != "new" { clobbered.add(1, ordering: .relaxed) }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(takeovers.load(ordering: .relaxed) > 0)
+        #expect(clobbered.load(ordering: .relaxed) == 0, "an old holder's settle undid the new holder's claim")
+    }
+}
+
+/// A delivery whose lease ran out is taken over by exactly one of the threads of two processes
+/// racing for it, every round (a round takes far less than the 100 ms lease).
+@Test(arguments: Backend.allCases) func anExpiredLeaseIsTakenOverByOneHolder(_ backend: Backend) throws {
+    try withStore(backend) { first, fixture in
+        let second = try fixture.open()
+        defer { second.close() }
+        let stores: [any ContractStore] = [first, second]
+        let v = video(1, createdAt: now)
+        try first.insertVideo(v)
+        #expect(try first.recordVideoState(finished(v), event: event(1, video: v.id)))
+        #expect(try first.claimWebhookDeliveries(holder: "a", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 100).map(\.id) == ["evt_1"])
+        var rounds: [Int: Int] = [:]
+        let failures = Atomic<Int>(0)
+        for _ in 1...50 {
+            usleep(110_000)                              // the lease has run out
+            let holders = Atomic<Int>(0)
+            runThreads(6) { t in
+                do {
+                    let got = try stores[t % 2].claimWebhookDeliveries(holder: "h\(t)", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 100)
+                    holders.add(got.count, ordering: .relaxed)
+                } catch {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+            rounds[holders.load(ordering: .relaxed), default: 0] += 1
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(rounds == [1: 50], "rounds by the number of holders")
+    }
+}
