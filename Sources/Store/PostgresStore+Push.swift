@@ -64,8 +64,10 @@ extension PostgresStore {
         static let listStatus = "SELECT \(columns) FROM webhook_events WHERE status = $2::text ORDER BY created_at DESC, id DESC LIMIT $1::bigint"
         static let replay = """
             UPDATE webhook_events SET status = 'pending', next_attempt_ms = \(nowMillis), retry_from = $2::bigint, claimed_by = NULL, \
-            claimed_until_ms = NULL, delivered_at = NULL WHERE id = $1::text
+            claimed_until_ms = NULL, delivered_at = NULL WHERE id = $1::text \
+            AND NOT (status = 'pending' AND claimed_until_ms IS NOT NULL AND claimed_until_ms > \(nowMillis))
             """
+        static let exists = "SELECT 1 FROM webhook_events WHERE id = $1::text"
         static let counts = """
             SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'), \
             (SELECT count(*) FROM webhook_events WHERE status = 'failed')
@@ -144,8 +146,11 @@ extension PostgresStore {
         }
     }
 
-    public func replayWebhookDelivery(id: String, now: Int) throws -> Bool {
-        try run { c, d in try c.query(PushSQL.replay, [id, String(now)], deadline: d).affected > 0 }
+    public func replayWebhookDelivery(id: String, now: Int) throws -> WebhookReplay {
+        try run { c, d in
+            if try c.query(PushSQL.replay, [id, String(now)], deadline: d).affected > 0 { return .replayed }
+            return try c.query(PushSQL.exists, [id], deadline: d).first == nil ? .unknown : .inFlight
+        }
     }
 
     public func webhookOutboxCounts() throws -> WebhookOutboxCounts {

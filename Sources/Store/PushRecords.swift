@@ -107,10 +107,21 @@ public protocol WebhookStore: Sendable {
     func releaseWebhookClaims(holder: String) throws
     /// Deliveries newest first, all or of one status, at most `limit` (`veil webhooks list`).
     func webhookDeliveries(status: WebhookDeliveryStatus?, limit: Int) throws -> [WebhookDelivery]
-    /// Makes a delivered or failed event pending again, due now, its retry period restarted at
-    /// `now` (seconds); the same id, body and webhook-id. False for an unknown id.
-    func replayWebhookDelivery(id: String, now: Int) throws -> Bool
+    /// Makes a delivered, failed or waiting event pending again, due now, its retry period
+    /// restarted at `now` (seconds); the same id, body and webhook-id. Never one whose attempt is
+    /// in flight (claimed, its lease not run out): that would give it two holders at once.
+    func replayWebhookDelivery(id: String, now: Int) throws -> WebhookReplay
     func webhookOutboxCounts() throws -> WebhookOutboxCounts
     /// Deletes delivered events delivered before `deliveredBefore` (seconds); answers how many.
     func pruneWebhookDeliveries(deliveredBefore: Int) throws -> Int
+}
+
+/// What `replayWebhookDelivery` did.
+public enum WebhookReplay: Sendable, Equatable {
+    /// Pending again, due now.
+    case replayed
+    /// Left alone: a replica is attempting it right now (its answer settles it).
+    case inFlight
+    /// No such event.
+    case unknown
 }

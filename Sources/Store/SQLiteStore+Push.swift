@@ -47,8 +47,10 @@ extension SQLiteStore {
         static let listStatus = "SELECT \(eventColumns) FROM webhook_events WHERE status = ?2 ORDER BY created_at DESC, id DESC LIMIT ?1"
         static let replay = """
             UPDATE webhook_events SET status = 'pending', next_attempt_ms = ?2, retry_from = ?3, claimed_by = NULL, \
-            claimed_until_ms = NULL, delivered_at = NULL WHERE id = ?1
+            claimed_until_ms = NULL, delivered_at = NULL WHERE id = ?1 \
+            AND NOT (status = 'pending' AND claimed_until_ms IS NOT NULL AND claimed_until_ms > ?2)
             """
+        static let exists = "SELECT 1 FROM webhook_events WHERE id = ?1"
         static let counts = """
             SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending'), \
             (SELECT count(*) FROM webhook_events WHERE status = 'failed')
@@ -142,11 +144,12 @@ extension SQLiteStore {
         }
     }
 
-    public func replayWebhookDelivery(id: String, now: Int) throws -> Bool {
+    public func replayWebhookDelivery(id: String, now: Int) throws -> WebhookReplay {
         let nowMillis = StoreClock.wallMillis()
         return try core.with { c in
             try c.prepare(PushSQL.replay).run(id, nowMillis, now)
-            return c.changes > 0
+            if c.changes > 0 { return .replayed }
+            return try c.prepare(PushSQL.exists).first(id, row: { _ in true }) == true ? .inFlight : .unknown
         }
     }
 

@@ -66,7 +66,7 @@ struct WebhooksList: ParsableCommand {
 
 struct WebhooksReplay: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "replay", abstract: "Send an event again (failed or delivered): pending, due now, retried anew.",
+        commandName: "replay", abstract: "Send an event again (failed, delivered, or waiting for a retry): pending, due now, retried anew.",
         discussion: "The running Veil (any replica) sends it with its next claim (webhooks.poll_ms), with the same webhook-id and body.")
     @OptionGroup var where_: OutboxStoreOption
     @Argument(help: "The event id (evt_…), as `veil webhooks list` shows it.") var event: String
@@ -74,8 +74,11 @@ struct WebhooksReplay: ParsableCommand {
     func run() {
         let settings = where_.settings()
         do {
-            guard try WebhooksReport.replay(settings, id: event) else { fail("no webhook event `\(event)` in the store") }
-            print("\(event): pending again; the running Veil sends it at its next claim")
+            switch try WebhooksReport.replay(settings, id: event) {
+            case .unknown: fail("no webhook event `\(event)` in the store")
+            case .inFlight: fail("\(event): an attempt is in flight right now; its answer settles it (replay it after, if it fails)")
+            case .replayed: print("\(event): pending again; the running Veil sends it at its next claim")
+            }
         } catch { fail("\(error)") }
     }
 }

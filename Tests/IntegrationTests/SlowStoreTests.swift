@@ -74,7 +74,7 @@ import Testing
         func webhookDeliveries(status: WebhookDeliveryStatus?, limit: Int) throws -> [WebhookDelivery] {
             try inner.webhookDeliveries(status: status, limit: limit)
         }
-        func replayWebhookDelivery(id: String, now: Int) throws -> Bool { try inner.replayWebhookDelivery(id: id, now: now) }
+        func replayWebhookDelivery(id: String, now: Int) throws -> WebhookReplay { try inner.replayWebhookDelivery(id: id, now: now) }
         func webhookOutboxCounts() throws -> WebhookOutboxCounts { try inner.webhookOutboxCounts() }
         func pruneWebhookDeliveries(deliveredBefore: Int) throws -> Int { try inner.pruneWebhookDeliveries(deliveredBefore: deliveredBefore) }
     }

@@ -138,11 +138,21 @@ private func finished(_ v: VideoRecord, _ status: String = "completed") -> Video
         #expect(try store.webhookDeliveries(status: nil, limit: 2).count == 2)
 
         // Replay: pending again, due now, the retry period restarted, the same id and body.
-        #expect(try store.replayWebhookDelivery(id: "evt_2", now: now + 500))
-        #expect(try store.replayWebhookDelivery(id: "evt_404", now: now + 500) == false)
+        #expect(try store.replayWebhookDelivery(id: "evt_2", now: now + 500) == .replayed)
+        #expect(try store.replayWebhookDelivery(id: "evt_404", now: now + 500) == .unknown)
         let replayed = try store.claimWebhookDeliveries(holder: "r6", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
         #expect(replayed.map(\.id) == ["evt_2"])
         #expect(replayed.first?.retryFrom == now + 500 && replayed.first?.attempts == 2 && replayed.first?.payload == event(2).payload)
+
+        // An attempt in flight (r5 holds evt_3, r6 evt_2) is left alone: never two holders.
+        #expect(try store.replayWebhookDelivery(id: "evt_3", now: now + 600) == .inFlight)
+        #expect(try store.replayWebhookDelivery(id: "evt_2", now: now + 600) == .inFlight)
+        #expect(try store.claimWebhookDeliveries(holder: "r7", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000).isEmpty)
+        // One waiting for its retry is sent now.
+        try store.settleWebhookDelivery(id: "evt_3", holder: "r5", .retry(afterMillis: 600_000, status: 500, error: "HTTP 500"))
+        #expect(try store.claimWebhookDeliveries(holder: "r7", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000).isEmpty, "not due for 10 minutes")
+        #expect(try store.replayWebhookDelivery(id: "evt_3", now: now + 600) == .replayed)
+        #expect(try store.claimWebhookDeliveries(holder: "r7", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000).map(\.id) == ["evt_3"])
 
         // Pruning takes delivered events older than the cut only.
         #expect(try store.pruneWebhookDeliveries(deliveredBefore: 0) == 0)

@@ -45,8 +45,8 @@ public enum WebhooksReport {
         try withStore(settings) { db in render(try db.webhookDeliveries(status: status, limit: limit)) }
     }
 
-    /// True when the event exists (it is pending again, due now).
-    public static func replay(_ settings: GatewayConfig.StoreSettings, id: String, now: Int = Int(time(nil))) throws -> Bool {
+    /// Pending again and due now, or why not (unknown, or an attempt in flight).
+    public static func replay(_ settings: GatewayConfig.StoreSettings, id: String, now: Int = Int(time(nil))) throws -> WebhookReplay {
         try withStore(settings) { db in try db.replayWebhookDelivery(id: id, now: now) }
     }
 }
