@@ -89,6 +89,24 @@ private func pollUntilDone(_ h: VeilHarness, _ id: String, team: String = "web")
         #expect(h.sandbox.count("POST", "/v1/videos") == before)
     }
 
+    /// An upstream that answers a create with the id of a video already recorded (another team's
+    /// here): 502, nothing recorded, and the first team's video stays its own.
+    @Test func aReusedUpstreamVideoIDIsRefusedNotHandedOver() throws {
+        let h = try VeilHarness()
+        defer { h.stop() }
+        let first = try h.post("/v1/videos", team: "web", json: #"{"prompt":"mine","model":"sora-2","seconds":"4","size":"720x1280"}"#)
+        let id = try #require(jsonObject(first)["id"] as? String)
+        let up = String(id.dropFirst("video_".count))
+        h.sandbox.inject(.status(200, body: #"{"id":"\#(up)","object":"video","model":"sora-2","status":"queued","progress":0,"created_at":1762415032,"seconds":"4","size":"720x1280"}"#),
+                         method: "POST", pathPrefix: "/v1/videos", times: 1)
+        let second = try h.post("/v1/videos", team: "mobile", json: #"{"prompt":"theirs","model":"sora-2","seconds":"4","size":"720x1280"}"#)
+        #expect(second.status == 502, "\(second.status) \(second.text)")
+        let e = jsonObject(second)["error"] as? [String: Any]
+        #expect(e?["code"] as? String == "upstream_invalid_response" && (e?["message"] as? String)?.contains("already exists") == true, "\(second.text)")
+        #expect(try h.get("/v1/videos/\(id)", team: "mobile").status == 404)
+        #expect(jsonObject(try h.get("/v1/videos/\(id)", team: "web"))["prompt"] as? String == "mine")
+    }
+
     @Test func validationRefusesBeforeSpendingMoney() throws {
         let h = try VeilHarness()
         defer { h.stop() }

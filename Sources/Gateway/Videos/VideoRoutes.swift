@@ -89,6 +89,14 @@ enum VideoRoutes {
             let record = VideoRecord(object: created.object, upstreamID: created.upstreamID, team: team.name, now: now)
             x.context.store({ db in try db.confirmVideo(reservation: reservation, record) }) { stored in
                 if case .failure(let e) = stored {
+                    if case .conflict = e {
+                        // The upstream answered with the id of a video already recorded (perhaps
+                        // another team's): never recorded twice, never handed to this caller.
+                        g.log.logger.error("upstream: a new video came back with an id already recorded; refused",
+                                           metadata: ["video": "\(record.id)", "request_id": "\(x.requestID)"])
+                        return x.fail(APIError(502, "The upstream answered with the id of a video that already exists; nothing was recorded.",
+                                               code: "upstream_invalid_response"))
+                    }
                     g.log.logger.error("store: cannot record a new video", metadata: ["video": "\(record.id)", "request_id": "\(x.requestID)", "error": "\(e)"])
                     return x.fail(APIError(500, "The video was submitted but could not be recorded; contact the platform team with this request id.", code: "store_failed"))
                 }
