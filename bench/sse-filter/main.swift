@@ -17,7 +17,7 @@
 import Glibc
 #endif
 
-let key = Array("sk-5D7uABCdefGHIjkl0123456789abcdefGHIJKLmnop".utf8)
+let key = Array("sk-5D7uFAKEefGHIjkl0123456789abcdefGHIJKLmnop".utf8)
 
 func event(_ i: Int, _ workload: String) -> String {
     var content = "tok\(i % 97)"
