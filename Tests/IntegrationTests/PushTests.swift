@@ -364,6 +364,14 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
             _ = try db.claimWebhookDeliveries(holder: "seed", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 60_000)
             try db.settleWebhookDelivery(id: "evt_\(n)", holder: "seed", outcome)
         }
+        // One whose attempt is in flight: claimed by a replica, its lease live.
+        let v = VideoRecord(id: "video_4", upstreamID: "4", team: "web", model: "sora-2", prompt: "p", createdAt: 1_700_000_004)
+        try db.insertVideo(v)
+        var done = v
+        done.status = "completed"
+        _ = try db.recordVideoState(done, event: WebhookDelivery(id: "evt_4", team: "web", type: "video.completed", videoID: v.id,
+                                                                 payload: "{}", createdAt: 1_700_000_004))
+        #expect(try db.claimWebhookDeliveries(holder: "sender", limit: 10, perTeam: 10, skipTeams: [], leaseMillis: 600_000).map(\.id) == ["evt_4"])
     }
 
     static func check(store: String) throws {
@@ -380,6 +388,8 @@ private func verifies(_ r: WebhookReceiver.Received, secret: String = pushSecret
         #expect(pending.contains("evt_3") && pending.contains("evt_2"), "\(pending)")
         let (_, none) = try VeilProcess.run(["webhooks", "list", "--failed", "--store", store])
         #expect(none.contains("(no webhook events)"), "\(none)")
+        let (rc6, inFlight) = try VeilProcess.run(["webhooks", "replay", "evt_4", "--store", store])
+        #expect(rc6 != 0 && inFlight.contains("in flight"), "\(inFlight)")
         let (rc4, unknown) = try VeilProcess.run(["webhooks", "replay", "evt_nope", "--store", store])
         #expect(rc4 != 0 && unknown.contains("no webhook event"), "\(unknown)")
         let (rc5, both) = try VeilProcess.run(["webhooks", "list", "--failed", "--pending", "--store", store])
